@@ -1,0 +1,321 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// Rule maps an anomaly on Metric to a command. Metric "*" matches any
+// metric that has no rule of its own.
+type Rule struct {
+	Metric  string          `json:"metric"`
+	Command string          `json:"command"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// Config sets the rules and limits of a Controller.
+type Config struct {
+	Rules []Rule
+	// Cooldown is the least time between two commands to one device.
+	Cooldown time.Duration
+	// TTL is how long a sent command waits for its acknowledgement before
+	// it expires.
+	TTL time.Duration
+	// RecoveryWindow is how long after sending a command the device has to
+	// return to normal to count as recovered.
+	RecoveryWindow time.Duration
+	// MaxPendingPerDevice caps unacknowledged commands per device.
+	MaxPendingPerDevice int
+	// MaxPerMinute caps commands sent across the fleet per minute.
+	MaxPerMinute int
+}
+
+// DefaultConfig returns vigil's default rules: overheating and excess
+// vibration both ask the device to shed 30% of its load.
+func DefaultConfig() Config {
+	return Config{
+		Rules: []Rule{
+			{Metric: "temperature", Command: "reduce_load", Payload: json.RawMessage(`{"percent":30}`)},
+			{Metric: "vibration", Command: "reduce_load", Payload: json.RawMessage(`{"percent":30}`)},
+		},
+		Cooldown:            30 * time.Second,
+		TTL:                 30 * time.Second,
+		RecoveryWindow:      60 * time.Second,
+		MaxPendingPerDevice: 50,
+		MaxPerMinute:        600,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	for i, r := range c.Rules {
+		if r.Metric == "" || r.Command == "" {
+			return fmt.Errorf("actions: rule %d needs a metric and a command", i)
+		}
+		if len(r.Payload) > 0 && !json.Valid(r.Payload) {
+			return fmt.Errorf("actions: rule %d (%s): payload is not valid JSON", i, r.Metric)
+		}
+	}
+	if c.Cooldown < 0 || c.TTL <= 0 || c.RecoveryWindow <= 0 || c.MaxPendingPerDevice < 1 || c.MaxPerMinute < 1 {
+		return errors.New("actions: ttl, recovery window, max pending and max per minute must be positive; cooldown not negative")
+	}
+	return nil
+}
+
+// Store persists commands; *store.Store implements it.
+type Store interface {
+	AddCommand(ctx context.Context, c *store.Command) error
+	UpdateCommand(ctx context.Context, c store.Command) error
+	UnfinishedCommands(ctx context.Context) ([]store.Command, error)
+}
+
+// Stats counts commands by what happened to them. All fields only grow.
+type Stats struct {
+	Sent          int64 `json:"commands_sent"`
+	Acknowledged  int64 `json:"commands_acked"`
+	Rejected      int64 `json:"commands_rejected"`
+	Expired       int64 `json:"commands_expired"`
+	Failed        int64 `json:"commands_failed"`
+	Suppressed    int64 `json:"commands_suppressed"`
+	Recovered     int64 `json:"commands_recovered"`
+	NotRecovered  int64 `json:"commands_not_recovered"`
+	DevicesHealed int64 `json:"devices_recovered"`
+}
+
+// Controller applies the rules and tracks commands. It is safe for
+// concurrent use.
+type Controller struct {
+	cfg   Config
+	store Store
+	send  gateway.Sender
+	log   *slog.Logger
+	now   func() time.Time
+
+	mu       sync.Mutex
+	open     map[int64]*store.Command // lifecycle or verification not final
+	last     map[int32]time.Time      // last command per device (cooldown)
+	window   time.Time                // start of the current rate-limit minute
+	inWindow int
+	healed   map[int32]bool
+	stats    Stats
+}
+
+var _ gateway.AckHandler = (*Controller)(nil)
+
+// New returns a Controller and resumes tracking the commands a previous run
+// left unfinished.
+func New(ctx context.Context, cfg Config, st Store, send gateway.Sender, log *slog.Logger) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg: cfg, store: st, send: send, log: log, now: time.Now,
+		open: map[int64]*store.Command{}, last: map[int32]time.Time{}, healed: map[int32]bool{},
+	}
+	cmds, err := st.UnfinishedCommands(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("actions: resume: %w", err)
+	}
+	for i := range cmds {
+		cmd := cmds[i]
+		c.open[cmd.ID] = &cmd
+		if cmd.Created.After(c.last[cmd.DeviceID]) {
+			c.last[cmd.DeviceID] = cmd.Created
+		}
+	}
+	return c, nil
+}
+
+func (c *Controller) rule(metric string) (Rule, bool) {
+	var wild *Rule
+	for i, r := range c.cfg.Rules {
+		if r.Metric == metric {
+			return r, true
+		}
+		if r.Metric == "*" {
+			wild = &c.cfg.Rules[i]
+		}
+	}
+	if wild != nil {
+		return *wild, true
+	}
+	return Rule{}, false
+}
+
+// OnAnomaly decides whether an anomaly warrants a command and, if so,
+// persists and sends it. It returns the command, or nil when none was sent
+// (no rule, cooldown, limits). device is the device's name.
+func (c *Controller) OnAnomaly(ctx context.Context, a store.Anomaly, device, metric string) (*store.Command, error) {
+	r, ok := c.rule(metric)
+	if !ok {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now().UTC()
+	if t, ok := c.last[a.DeviceID]; ok && now.Sub(t) < c.cfg.Cooldown {
+		c.stats.Suppressed++
+		return nil, nil
+	}
+	if c.pending(a.DeviceID) >= c.cfg.MaxPendingPerDevice {
+		c.stats.Suppressed++
+		return nil, nil
+	}
+	if now.Sub(c.window) >= time.Minute {
+		c.window, c.inWindow = now, 0
+	}
+	if c.inWindow >= c.cfg.MaxPerMinute {
+		c.stats.Suppressed++
+		return nil, nil
+	}
+	payload := r.Payload
+	if len(payload) == 0 {
+		payload = json.RawMessage("{}")
+	}
+	cmd := &store.Command{
+		DeviceID: a.DeviceID, MetricID: a.MetricID, AnomalyID: a.ID, Name: r.Command, Payload: payload,
+		State: store.CommandQueued, Created: now, Expires: now.Add(c.cfg.TTL), Verification: store.VerifyPending,
+	}
+	if err := c.store.AddCommand(ctx, cmd); err != nil {
+		return nil, err
+	}
+	c.last[a.DeviceID] = now
+	c.inWindow++
+	err := c.send.Send(ctx, gateway.Command{
+		ID: strconv.FormatInt(cmd.ID, 10), Device: device, Name: cmd.Name, Payload: cmd.Payload, Expires: cmd.Expires,
+	})
+	if err != nil {
+		cmd.State, cmd.Detail, cmd.Verification = store.CommandFailed, err.Error(), store.VerifyNotRecovered
+		cmd.Verified = now
+		c.stats.Failed++
+		c.log.Warn("command not sent", "device", device, "command", cmd.Name, "err", err)
+	} else {
+		cmd.State, cmd.Sent = store.CommandSent, c.now().UTC()
+		c.stats.Sent++
+		c.open[cmd.ID] = cmd
+	}
+	if uerr := c.store.UpdateCommand(ctx, *cmd); uerr != nil {
+		return cmd, uerr
+	}
+	return cmd, nil
+}
+
+func (c *Controller) pending(device int32) int {
+	n := 0
+	for _, cmd := range c.open {
+		if cmd.DeviceID == device && !cmd.State.Final() {
+			n++
+		}
+	}
+	return n
+}
+
+// ErrUnknownCommand is returned by HandleAck for a command id that is not
+// open, or that belongs to another device.
+var ErrUnknownCommand = errors.New("no open command with that id for this device")
+
+// HandleAck applies a device's acknowledgement to its command.
+func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
+	id, err := strconv.ParseInt(a.CommandID, 10, 64)
+	if err != nil {
+		return fmt.Errorf("ack %q from %s: command ids are integers: %w", a.CommandID, a.Device.Name, ErrUnknownCommand)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cmd, ok := c.open[id]
+	if !ok || cmd.DeviceID != a.Device.ID {
+		return fmt.Errorf("ack %d from %s: %w", id, a.Device.Name, ErrUnknownCommand)
+	}
+	if cmd.State != store.CommandSent {
+		return fmt.Errorf("ack %d from %s: command is already %s", id, a.Device.Name, cmd.State)
+	}
+	switch a.Status {
+	case gateway.AckCompleted:
+		cmd.State = store.CommandAcknowledged
+		c.stats.Acknowledged++
+	case gateway.AckRejected:
+		cmd.State = store.CommandRejected
+		c.stats.Rejected++
+	default:
+		return fmt.Errorf("ack %d from %s: status %q is not %q or %q", id, a.Device.Name, a.Status, gateway.AckCompleted, gateway.AckRejected)
+	}
+	cmd.Acked, cmd.Detail = a.Received, a.Detail
+	c.retire(cmd)
+	return c.store.UpdateCommand(ctx, *cmd)
+}
+
+// OnRecovered records that a device's anomaly episode on a metric ended at
+// ts: every command sent for it within the recovery window is verified as
+// recovered.
+func (c *Controller) OnRecovered(ctx context.Context, device int32, metric int16, ts time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, cmd := range c.open {
+		if cmd.DeviceID != device || cmd.MetricID != metric || cmd.Verification != store.VerifyPending || cmd.Sent.IsZero() {
+			continue
+		}
+		if ts.Sub(cmd.Sent) > c.cfg.RecoveryWindow {
+			continue // Tick records it as not recovered
+		}
+		cmd.Verification, cmd.Verified = store.VerifyRecovered, ts.UTC()
+		c.stats.Recovered++
+		if !c.healed[device] {
+			c.healed[device] = true
+			c.stats.DevicesHealed++
+		}
+		c.retire(cmd)
+		errs = append(errs, c.store.UpdateCommand(ctx, *cmd))
+	}
+	return errors.Join(errs...)
+}
+
+// Tick expires commands whose acknowledgement is overdue and closes
+// verifications whose window has passed. Call it periodically.
+func (c *Controller) Tick(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now().UTC()
+	var errs []error
+	for _, cmd := range c.open {
+		changed := false
+		if (cmd.State == store.CommandSent || cmd.State == store.CommandQueued) && now.After(cmd.Expires) {
+			cmd.State, cmd.Detail = store.CommandExpired, "no acknowledgement before "+cmd.Expires.Format(time.RFC3339)
+			c.stats.Expired++
+			changed = true
+		}
+		if cmd.Verification == store.VerifyPending && !cmd.Sent.IsZero() && now.Sub(cmd.Sent) > c.cfg.RecoveryWindow {
+			cmd.Verification, cmd.Verified = store.VerifyNotRecovered, now
+			c.stats.NotRecovered++
+			changed = true
+		}
+		if changed {
+			c.retire(cmd)
+			errs = append(errs, c.store.UpdateCommand(ctx, *cmd))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// retire forgets a command whose lifecycle and verification are both final.
+func (c *Controller) retire(cmd *store.Command) {
+	if cmd.State.Final() && cmd.Verification != store.VerifyPending {
+		delete(c.open, cmd.ID)
+	}
+}
+
+// Stats returns the counters so far.
+func (c *Controller) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}

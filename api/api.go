@@ -1,0 +1,182 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/vigil-iot/vigil/sim"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// DefaultRowLimit is how many rows a query returns when the request names no
+// limit; MaxRowLimit is the most it may ask for.
+const (
+	DefaultRowLimit = 10_000
+	MaxRowLimit     = 1_000_000
+)
+
+// Backend is what the API serves; *store.Store implements it.
+type Backend interface {
+	Query(ctx context.Context, sql string, limit int) (*store.Result, error)
+	AddDevice(ctx context.Context, name, key string) (store.Device, error)
+	SetDeviceStatus(ctx context.Context, name string, st store.DeviceStatus) (store.Device, error)
+	Devices() []store.Device
+}
+
+// QueryRequest is the body of POST /api/v1/query.
+type QueryRequest struct {
+	SQL   string `json:"sql"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// DeviceRequest is the body of POST /api/v1/devices. An empty Key asks the
+// server to generate one.
+type DeviceRequest struct {
+	Name string `json:"name"`
+	Key  string `json:"key,omitempty"`
+}
+
+// NewDevice is the answer to POST /api/v1/devices; the key is shown only
+// here.
+type NewDevice struct {
+	store.Device
+	Key string `json:"key"`
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// Handler returns the API's HTTP handler. status is served at
+// /api/v1/status. A non-empty token must be presented as
+// "Authorization: Bearer TOKEN".
+func Handler(b Backend, status func() any, token string, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	h := &handler{b: b, log: log}
+	mux.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, status())
+	})
+	mux.HandleFunc("GET /api/v1/query", h.queryGet)
+	mux.HandleFunc("POST /api/v1/query", h.queryPost)
+	mux.HandleFunc("GET /api/v1/devices", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, b.Devices())
+	})
+	mux.HandleFunc("POST /api/v1/devices", h.addDevice)
+	mux.HandleFunc("POST /api/v1/devices/{name}/disable", h.setStatus(store.Disabled))
+	mux.HandleFunc("POST /api/v1/devices/{name}/enable", h.setStatus(store.Enabled))
+	if token == "" {
+		return mux
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong API token: send Authorization: Bearer <token>"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+type handler struct {
+	b   Backend
+	log *slog.Logger
+}
+
+func (h *handler) queryGet(w http.ResponseWriter, r *http.Request) {
+	req := QueryRequest{SQL: r.URL.Query().Get("sql")}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("limit %q is not an integer", l))
+			return
+		}
+		req.Limit = n
+	}
+	h.query(w, r, req)
+}
+
+func (h *handler) queryPost(w http.ResponseWriter, r *http.Request) {
+	var req QueryRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"sql": "...", "limit": N}: %w`, err))
+		return
+	}
+	h.query(w, r, req)
+}
+
+func (h *handler) query(w http.ResponseWriter, r *http.Request, req QueryRequest) {
+	if strings.TrimSpace(req.SQL) == "" {
+		writeError(w, http.StatusBadRequest, errors.New(`no SQL: send {"sql": "SELECT ..."} or the query parameter sql`))
+		return
+	}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = DefaultRowLimit
+	}
+	if limit > MaxRowLimit {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("limit %d is above the maximum %d", limit, MaxRowLimit))
+		return
+	}
+	res, err := h.b.Query(r.Context(), req.SQL, limit)
+	if err != nil {
+		// A refused or malformed statement is the caller's to fix.
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (h *handler) addDevice(w http.ResponseWriter, r *http.Request) {
+	var req DeviceRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"name": "...", "key": "..."}: %w`, err))
+		return
+	}
+	if req.Key == "" {
+		req.Key = sim.NewKey()
+	}
+	d, err := h.b.AddDevice(r.Context(), req.Name, req.Key)
+	switch {
+	case errors.Is(err, store.ErrDeviceExists):
+		writeError(w, http.StatusConflict, err)
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err)
+	default:
+		writeJSON(w, http.StatusCreated, NewDevice{Device: d, Key: req.Key})
+	}
+}
+
+func (h *handler) setStatus(st store.DeviceStatus) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d, err := h.b.SetDeviceStatus(r.Context(), r.PathValue("name"), st)
+		switch {
+		case errors.Is(err, store.ErrUnknownDevice):
+			writeError(w, http.StatusNotFound, err)
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err)
+		default:
+			writeJSON(w, http.StatusOK, d)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, ErrorBody{Error: err.Error()})
+}

@@ -1,0 +1,115 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/vigil-iot/vigil/store"
+)
+
+// Client calls a vigil server's HTTP API.
+type Client struct {
+	// BaseURL is the server, e.g. "http://127.0.0.1:8080".
+	BaseURL string
+	// Token is sent as a bearer token when set.
+	Token string
+	// HTTP is the client used; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
+// StatusError is an error answer from the server.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("vigil server: %d %s", e.Code, e.Message) }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body bytes.Buffer
+	if in != nil {
+		if err := json.NewEncoder(&body).Encode(in); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, &body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w (is `vigil serve` running at %s?)", err, c.BaseURL)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var eb ErrorBody
+		if json.NewDecoder(resp.Body).Decode(&eb) != nil || eb.Error == "" {
+			eb.Error = resp.Status
+		}
+		return &StatusError{Code: resp.StatusCode, Message: eb.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	dec := json.NewDecoder(resp.Body)
+	dec.UseNumber()
+	return dec.Decode(out)
+}
+
+// Query runs read-only SQL on the server.
+func (c *Client) Query(ctx context.Context, sql string, limit int) (*store.Result, error) {
+	var res store.Result
+	err := c.do(ctx, http.MethodPost, "/api/v1/query", QueryRequest{SQL: sql, Limit: limit}, &res)
+	return &res, err
+}
+
+// AddDevice registers a device; an empty key asks the server for one.
+func (c *Client) AddDevice(ctx context.Context, name, key string) (NewDevice, error) {
+	var d NewDevice
+	err := c.do(ctx, http.MethodPost, "/api/v1/devices", DeviceRequest{Name: name, Key: key}, &d)
+	return d, err
+}
+
+// Devices lists the registered devices.
+func (c *Client) Devices(ctx context.Context) ([]store.Device, error) {
+	var ds []store.Device
+	err := c.do(ctx, http.MethodGet, "/api/v1/devices", nil, &ds)
+	return ds, err
+}
+
+// SetDeviceStatus enables or disables a device.
+func (c *Client) SetDeviceStatus(ctx context.Context, name string, st store.DeviceStatus) (store.Device, error) {
+	var verb string
+	switch st {
+	case store.Enabled:
+		verb = "enable"
+	case store.Disabled:
+		verb = "disable"
+	default:
+		return store.Device{}, errors.New("status must be enabled or disabled")
+	}
+	var d store.Device
+	err := c.do(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(name)+"/"+verb, nil, &d)
+	return d, err
+}
+
+// Status returns the server's status document.
+func (c *Client) Status(ctx context.Context) (map[string]any, error) {
+	var m map[string]any
+	err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, &m)
+	return m, err
+}

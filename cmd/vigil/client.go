@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/store"
+)
+
+func serverFlag(fs interface {
+	String(name, value, usage string) *string
+}) (*string, *string) {
+	url := fs.String("server", envOr("VIGIL_SERVER", "http://127.0.0.1:8080"), "vigil server URL (env VIGIL_SERVER)")
+	token := fs.String("api-token", envOr("VIGIL_API_TOKEN", ""), "API bearer token (env VIGIL_API_TOKEN)")
+	return url, token
+}
+
+func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("query", stderr)
+	url, token := serverFlag(fs)
+	format := fs.String("format", "table", "output: table or json")
+	limit := fs.Int("limit", api.DefaultRowLimit, "most rows to return")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New(`give the SQL as an argument, e.g. vigil query "SELECT count(*) FROM readings"`)
+	}
+	c := &api.Client{BaseURL: *url, Token: *token}
+	res, err := c.Query(ctx, strings.Join(fs.Args(), " "), *limit)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		return enc.Encode(res)
+	}
+	return printTable(stdout, res)
+}
+
+func printTable(w io.Writer, res *store.Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, c := range res.Columns {
+		if i > 0 {
+			fmt.Fprint(tw, "\t")
+		}
+		fmt.Fprint(tw, c.Name)
+	}
+	fmt.Fprintln(tw)
+	for _, row := range res.Rows {
+		for i, v := range row {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, v)
+		}
+		fmt.Fprintln(tw)
+	}
+	if res.Truncated {
+		fmt.Fprintln(tw, "(truncated: raise --limit)")
+	}
+	return tw.Flush()
+}
+
+func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("devices", stderr)
+	url, token := serverFlag(fs)
+	dataDir := fs.String("data", "", "work on this data directory directly instead of a running server (the server must be stopped)")
+	key := fs.String("key", "", "with add: the device key (default: generated)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return errors.New("say what to do: add NAME | list | disable NAME | enable NAME")
+	}
+	// Flags may also follow the verb and name: vigil devices add dev-1 --key K.
+	if err := parse(fs, rest[1:]); err != nil {
+		return err
+	}
+	verb, operands := rest[0], fs.Args()
+	reg, closeReg, err := registry(ctx, *dataDir, *url, *token)
+	if err != nil {
+		return err
+	}
+	defer closeReg()
+	needName := func() (string, error) {
+		if len(operands) != 1 {
+			return "", fmt.Errorf("%s needs exactly one device name", verb)
+		}
+		return operands[0], nil
+	}
+	switch verb {
+	case "add":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		d, err := reg.add(ctx, name, *key)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "added %s (id %d)\nkey: %s\n(the key is shown only now; the device connects with client id %q and this key as password)\n", d.Name, d.ID, d.Key, d.Name)
+	case "list":
+		ds, err := reg.list(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tID\tSTATUS\tCREATED")
+		for _, d := range ds {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", d.Name, d.ID, d.Status, d.Created.Format("2006-01-02 15:04:05"))
+		}
+		return tw.Flush()
+	case "disable", "enable":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		st := store.Disabled
+		if verb == "enable" {
+			st = store.Enabled
+		}
+		d, err := reg.setStatus(ctx, name, st)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s is %s\n", d.Name, d.Status)
+	default:
+		return fmt.Errorf("unknown devices command %q: use add, list, disable or enable", verb)
+	}
+	return nil
+}
+
+// deviceRegistry is the device registry either through a server's API or,
+// when the server is stopped, directly in its data directory.
+type deviceRegistry struct {
+	add       func(ctx context.Context, name, key string) (api.NewDevice, error)
+	list      func(ctx context.Context) ([]store.Device, error)
+	setStatus func(ctx context.Context, name string, st store.DeviceStatus) (store.Device, error)
+}
+
+func registry(ctx context.Context, dataDir, url, token string) (deviceRegistry, func(), error) {
+	if dataDir == "" {
+		c := &api.Client{BaseURL: url, Token: token}
+		return deviceRegistry{add: c.AddDevice, list: c.Devices, setStatus: c.SetDeviceStatus}, func() {}, nil
+	}
+	st, err := store.Open(ctx, dataDir)
+	if err != nil {
+		return deviceRegistry{}, nil, err
+	}
+	return deviceRegistry{
+		add: func(ctx context.Context, name, key string) (api.NewDevice, error) {
+			if key == "" {
+				key = newKey()
+			}
+			d, err := st.AddDevice(ctx, name, key)
+			return api.NewDevice{Device: d, Key: key}, err
+		},
+		list:      func(context.Context) ([]store.Device, error) { return st.Devices(), nil },
+		setStatus: st.SetDeviceStatus,
+	}, func() { st.Close() }, nil
+}

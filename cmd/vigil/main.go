@@ -1,0 +1,67 @@
+// Command vigil watches over fleets of connected devices: it takes their
+// telemetry through a device gateway, stores it in DuckDB, scores it for
+// anomalies and sends corrective commands back. Run `vigil help` for the
+// subcommands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `vigil — telemetry, anomaly detection and corrective commands for device fleets
+
+Usage:
+  vigil demo     [--devices N] [--duration D] [--json]   run the whole loop with a simulated fleet
+  vigil serve    --data DIR [--mqtt ADDR] [--http ADDR]    serve real devices
+  vigil sim      --mqtt ADDR --server URL [--devices N]    drive a simulated fleet against a server
+  vigil devices  add NAME [--key K] | list | disable NAME | enable NAME
+  vigil query    [--server URL] SQL                        read-only SQL through the HTTP API
+
+Run "vigil COMMAND -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one vigil command and returns its exit code: 0 success, 1 a
+// failure while running, 2 a usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"demo":    runDemo,
+		"serve":   runServe,
+		"sim":     runSim,
+		"devices": runDevices,
+		"query":   runQuery,
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "vigil: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+		if err == errUsage {
+			return 2
+		}
+		fmt.Fprintf(stderr, "vigil %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

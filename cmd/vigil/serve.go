@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/vigil-iot/vigil/server"
+)
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	def := server.DefaultConfig("")
+	dataDir := fs.String("data", envOr("VIGIL_DATA", "vigil-data"), "data directory holding vigil.duckdb (env VIGIL_DATA)")
+	mqttAddr := fs.String("mqtt", def.MQTT.Addr, "MQTT device gateway address")
+	httpAddr := fs.String("http", def.HTTPAddr, "HTTP API address; empty disables the API")
+	token := fs.String("api-token", "", "require this bearer token on the HTTP API (env VIGIL_API_TOKEN)")
+	maxRows := fs.Int("batch-rows", def.Ingest.MaxRows, "commit a batch when it holds this many readings")
+	maxDelay := fs.Duration("batch-delay", def.Ingest.MaxDelay, "commit a batch at the latest this long after its first message")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg := server.DefaultConfig(*dataDir)
+	cfg.MQTT.Addr, cfg.HTTPAddr = *mqttAddr, *httpAddr
+	cfg.APIToken = *token
+	if cfg.APIToken == "" {
+		cfg.APIToken = envOr("VIGIL_API_TOKEN", "")
+	}
+	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
+	log := newLogger(stderr, *logLevel)
+	srv, err := server.Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	api := "disabled"
+	if a := srv.HTTPAddr(); a != "" {
+		api = "http://" + a
+	}
+	log.Info("vigil serving", "mqtt", srv.MQTTAddr(), "api", api, "data", *dataDir, "devices", len(srv.Store().Devices()))
+	<-ctx.Done()
+	log.Info("shutting down: committing in-flight batches")
+	if err := srv.Close(context.Background()); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped cleanly")
+	return nil
+}

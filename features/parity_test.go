@@ -1,0 +1,209 @@
+package features
+
+import (
+	"math"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// series is one stored series of the parity test.
+type series struct {
+	name string
+	ts   []time.Time
+	xs   []float64
+}
+
+func awsSeries(t *testing.T) []series {
+	dir := nabDir(t)
+	files, err := filepath.Glob(filepath.Join(dir, "data", "realAWSCloudwatch", "*.csv"))
+	if err != nil || len(files) == 0 {
+		t.Skipf("no realAWSCloudwatch files under %s; set VIGIL_NAB_DIR", dir)
+	}
+	out := make([]series, 0, len(files))
+	for _, f := range files {
+		ts, xs := readNAB(t, f)
+		out = append(out, series{name: filepath.Base(f), ts: ts, xs: xs})
+	}
+	return out
+}
+
+// featureSet is every feature of the package for one series, with the
+// columns it produces.
+type featureSet struct {
+	win  Window
+	ewma TimedEWMA
+	seas Seasonal
+	rate Rate
+	gap  Gap
+}
+
+const parityWindow = 64
+
+func newFeatureSet() *featureSet {
+	return &featureSet{
+		win:  NewWindow(parityWindow),
+		ewma: TimedEWMA{NewEWMA(0.05)},
+		seas: NewSeasonal(HourOfWeek, 0.1),
+	}
+}
+
+var columns = []string{"mean", "std", "min", "max", "q10", "median", "q90", "mad", "ewma_mean", "ewma_std", "seasonal_residual", "rate", "gap"}
+
+// offline evaluates every column over a stored series with Eval, one feature
+// at a time.
+func offline(s series) [][]float64 {
+	col := func(f func(*featureSet) []float64) []float64 { return f(newFeatureSet()) }
+	win := func(v func(*Window) float64) []float64 {
+		return col(func(fs *featureSet) []float64 { return Eval(&fs.win, s.ts, s.xs, v) })
+	}
+	return [][]float64{
+		win((*Window).Mean),
+		win((*Window).Std),
+		win((*Window).Min),
+		win((*Window).Max),
+		win(func(w *Window) float64 { return w.Quantile(0.1) }),
+		win((*Window).Median),
+		win(func(w *Window) float64 { return w.Quantile(0.9) }),
+		win((*Window).MAD),
+		col(func(fs *featureSet) []float64 {
+			return Eval(&fs.ewma, s.ts, s.xs, func(e *TimedEWMA) float64 { return e.Mean() })
+		}),
+		col(func(fs *featureSet) []float64 {
+			return Eval(&fs.ewma, s.ts, s.xs, func(e *TimedEWMA) float64 { return e.Std() })
+		}),
+		col(func(fs *featureSet) []float64 { return Eval(&fs.seas, s.ts, s.xs, (*Seasonal).Residual) }),
+		col(func(fs *featureSet) []float64 { return Eval(&fs.rate, s.ts, s.xs, (*Rate).PerSecond) }),
+		col(func(fs *featureSet) []float64 { return Eval(&fs.gap, s.ts, s.xs, (*Gap).Seconds) }),
+	}
+}
+
+// online feeds all series interleaved, one reading at a time, as the live
+// pipeline does, and records every column after each reading.
+func online(all []series) [][][]float64 {
+	sets := make([]*featureSet, len(all))
+	out := make([][][]float64, len(all))
+	longest := 0
+	for i, s := range all {
+		sets[i] = newFeatureSet()
+		out[i] = make([][]float64, len(columns))
+		longest = max(longest, len(s.xs))
+	}
+	for k := range longest {
+		for i, s := range all {
+			if k >= len(s.xs) {
+				continue
+			}
+			fs, ts, x := sets[i], s.ts[k], s.xs[k]
+			fs.win.Update(ts, x)
+			fs.ewma.Update(ts, x)
+			fs.seas.Update(ts, x)
+			fs.rate.Update(ts, x)
+			fs.gap.Update(ts, x)
+			vals := []float64{
+				fs.win.Mean(), fs.win.Std(), fs.win.Min(), fs.win.Max(),
+				fs.win.Quantile(0.1), fs.win.Median(), fs.win.Quantile(0.9), fs.win.MAD(),
+				fs.ewma.Mean(), fs.ewma.Std(), fs.seas.Residual(), fs.rate.PerSecond(), fs.gap.Seconds(),
+			}
+			for c, v := range vals {
+				out[i][c] = append(out[i][c], v)
+			}
+		}
+	}
+	return out
+}
+
+// direct computes the window columns from their definitions, recomputing
+// everything from scratch for each reading: the reference the incremental
+// code is checked against.
+func direct(s series) map[string][]float64 {
+	out := map[string][]float64{}
+	ref, rate := 0, 0.0
+	for i := range s.xs {
+		w := slices.Clone(s.xs[max(0, i-parityWindow+1) : i+1])
+		slices.Sort(w)
+		n := float64(len(w))
+		var sum float64
+		for _, x := range w {
+			sum += x
+		}
+		mean := sum / n
+		var ss float64
+		for _, x := range w {
+			ss += (x - mean) * (x - mean)
+		}
+		std := 0.0
+		if len(w) > 1 {
+			std = math.Sqrt(ss / n)
+		}
+		q := func(p float64) float64 {
+			h := p * (n - 1)
+			lo := math.Floor(h)
+			hi := math.Min(lo+1, n-1)
+			return w[int(lo)] + (h-lo)*(w[int(hi)]-w[int(lo)])
+		}
+		med := q(0.5)
+		dev := make([]float64, len(w))
+		for j, x := range w {
+			dev[j] = math.Abs(x - med)
+		}
+		slices.Sort(dev)
+		m := len(dev)
+		mad := dev[m/2]
+		if m%2 == 0 {
+			mad = (dev[m/2-1] + dev[m/2]) / 2
+		}
+		for name, v := range map[string]float64{
+			"mean": mean, "std": std, "min": w[0], "max": w[len(w)-1],
+			"q10": q(0.1), "median": med, "q90": q(0.9), "mad": mad,
+		} {
+			out[name] = append(out[name], v)
+		}
+		gap := 0.0
+		if i > 0 {
+			gap = s.ts[i].Sub(s.ts[i-1]).Seconds()
+			// A reading at a repeated timestamp keeps the previous rate.
+			if dt := s.ts[i].Sub(s.ts[ref]).Seconds(); dt > 0 {
+				rate = (s.xs[i] - s.xs[ref]) / dt
+				ref = i
+			}
+		}
+		out["rate"] = append(out["rate"], rate)
+		out["gap"] = append(out["gap"], gap)
+	}
+	return out
+}
+
+// TestParity checks, on real series, that the online values (readings of
+// many series interleaved, one Update at a time) equal the offline ones (Eval
+// over each stored series), and that both agree within 1e-9 (relative to the
+// series' scale) with a from-scratch computation of each definition.
+func TestParity(t *testing.T) {
+	all := awsSeries(t)
+	on := online(all)
+	for i, s := range all {
+		t.Run(s.name, func(t *testing.T) {
+			off := offline(s)
+			ref := direct(s)
+			scale := 1.0
+			for _, x := range s.xs {
+				scale = max(scale, math.Abs(x))
+			}
+			for c, name := range columns {
+				for k := range s.xs {
+					if on[i][c][k] != off[c][k] {
+						t.Fatalf("%s[%d]: online %v, offline %v", name, k, on[i][c][k], off[c][k])
+					}
+					want, ok := ref[name]
+					if !ok {
+						continue
+					}
+					if d := math.Abs(off[c][k] - want[k]); d > 1e-9*scale {
+						t.Fatalf("%s[%d]: incremental %v, direct %v (|diff| %g, scale %g)", name, k, off[c][k], want[k], d, scale)
+					}
+				}
+			}
+		})
+	}
+}

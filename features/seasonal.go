@@ -1,0 +1,106 @@
+package features
+
+import "time"
+
+// Season chooses how a Seasonal baseline splits time into buckets.
+type Season int
+
+// Seasons a Seasonal baseline can follow. Buckets are taken in UTC.
+const (
+	// HourOfDay keeps 24 buckets, one per hour of the day.
+	HourOfDay Season = iota + 1
+	// HourOfWeek keeps 168 buckets, one per hour of the week (day of week
+	// times hour of day).
+	HourOfWeek
+)
+
+// Buckets returns the number of buckets of the season, or 0 if it is unknown.
+func (s Season) Buckets() int {
+	switch s {
+	case HourOfDay:
+		return 24
+	case HourOfWeek:
+		return 168
+	}
+	return 0
+}
+
+// Bucket returns the bucket ts falls into.
+func (s Season) Bucket(ts time.Time) int {
+	ts = ts.UTC()
+	if s == HourOfWeek {
+		return int(ts.Weekday())*24 + ts.Hour()
+	}
+	return ts.Hour()
+}
+
+// Seasonal is a seasonal baseline: one exponentially weighted mean and
+// variance per bucket of the season (hour of day or hour of week), the
+// "seasonal index" of classical decomposition (Holt-Winters: Winters,
+// "Forecasting sales by exponentially weighted moving averages", Management
+// Science 6(3), 1960, section 3, here kept per bucket without trend).
+//
+// Update first computes the residual of the reading against its bucket's
+// baseline as it stood before the reading, then folds the reading in, so the
+// residual is causal. The zero value is not usable: construct it with
+// NewSeasonal.
+type Seasonal struct {
+	season   Season
+	buckets  []EWMA
+	residual float64
+	expected float64
+	std      float64
+}
+
+var _ Stream = (*Seasonal)(nil)
+
+// NewSeasonal returns an empty seasonal baseline whose buckets are EWMAs
+// with weight alpha. It panics on an unknown season or an alpha outside
+// (0, 1], which are programming errors.
+func NewSeasonal(season Season, alpha float64) Seasonal {
+	n := season.Buckets()
+	if n == 0 {
+		panic("features: unknown season")
+	}
+	b := make([]EWMA, n)
+	for i := range b {
+		b[i] = NewEWMA(alpha)
+	}
+	return Seasonal{season: season, buckets: b}
+}
+
+// Update computes the residual of x against the baseline of ts's bucket,
+// then folds x into that bucket.
+func (s *Seasonal) Update(ts time.Time, x float64) {
+	b := &s.buckets[s.season.Bucket(ts)]
+	if b.N() == 0 {
+		s.expected, s.std, s.residual = x, 0, 0
+	} else {
+		s.expected, s.std = b.Mean(), b.Std()
+		s.residual = x - s.expected
+	}
+	b.Update(x)
+}
+
+// Baseline returns the expected value and spread for a reading at ts, and
+// whether its bucket has seen any reading yet.
+func (s *Seasonal) Baseline(ts time.Time) (mean, std float64, ok bool) {
+	b := &s.buckets[s.season.Bucket(ts)]
+	return b.Mean(), b.Std(), b.N() > 0
+}
+
+// Residual returns the last reading minus the baseline of its bucket before
+// that reading (0 for the first reading of a bucket).
+func (s *Seasonal) Residual() float64 { return s.residual }
+
+// Expected returns the baseline the last reading was compared with.
+func (s *Seasonal) Expected() float64 { return s.expected }
+
+// Spread returns the standard deviation of the last reading's bucket before
+// that reading.
+func (s *Seasonal) Spread() float64 { return s.std }
+
+// Seen returns how many readings the bucket of ts has seen.
+func (s *Seasonal) Seen(ts time.Time) int {
+	return s.buckets[s.season.Bucket(ts)].N()
+}

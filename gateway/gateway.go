@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Device is an authenticated device identity.
+type Device struct {
+	ID   int32  // the store's integer key
+	Name string // the device id devices and operators use
+}
+
+// Reasons an Authenticator refuses a device; gateways count them apart.
+var (
+	ErrUnknownDevice  = errors.New("unknown device")
+	ErrWrongKey       = errors.New("wrong device key")
+	ErrDeviceDisabled = errors.New("device disabled")
+)
+
+// Authenticator checks a device's credentials. Implementations return an
+// error wrapping ErrUnknownDevice, ErrWrongKey or ErrDeviceDisabled when the
+// device may not connect. It must be safe for concurrent use.
+type Authenticator interface {
+	AuthenticateDevice(name, key string) (Device, error)
+}
+
+// Message is one telemetry message as a gateway received it.
+type Message struct {
+	Device   Device
+	Source   string // where it arrived, e.g. the MQTT topic
+	ID       string // the message id the device gave, if any
+	Body     []byte // owned by the receiver after the call
+	Received time.Time
+	// Settle must be called exactly once: with nil once the message is
+	// durably stored (as readings or as a dead letter), or with the error
+	// that kept it from being stored, so the gateway can make the device
+	// send it again. Settle must not block.
+	Settle func(err error)
+}
+
+// Sink takes telemetry messages from a gateway. Submit may block to apply
+// backpressure; it returns an error only when the message will never be
+// settled (for example the sink is shutting down), in which case the gateway
+// must not acknowledge it. It must be safe for concurrent use.
+type Sink interface {
+	Submit(ctx context.Context, m Message) error
+}
+
+// Command is a cloud-to-device command.
+type Command struct {
+	ID      string // unique; the device echoes it in its acknowledgement
+	Device  string
+	Name    string
+	Payload json.RawMessage
+	Expires time.Time
+}
+
+// Body returns the command as the JSON document devices receive:
+// {"id": ..., "name": ..., "payload": ...}.
+func (c Command) Body() []byte {
+	payload := c.Payload
+	if len(payload) == 0 {
+		payload = json.RawMessage("{}")
+	}
+	b, err := json.Marshal(struct {
+		ID      string          `json:"id"`
+		Name    string          `json:"name"`
+		Payload json.RawMessage `json:"payload"`
+	}{c.ID, c.Name, payload})
+	if err != nil {
+		panic("gateway: command payload is not valid JSON: " + err.Error())
+	}
+	return b
+}
+
+// Sender delivers commands to devices. Send returns once the gateway has
+// taken the command for delivery; ErrDeviceOffline when it cannot be
+// delivered now. It must be safe for concurrent use.
+type Sender interface {
+	Send(ctx context.Context, c Command) error
+}
+
+// ErrDeviceOffline is returned by Sender.Send when the device has no
+// connection or session to deliver to.
+var ErrDeviceOffline = errors.New("device offline")
+
+// AckStatus is a device's answer to a command.
+type AckStatus string
+
+// Device answers to a command.
+const (
+	AckCompleted AckStatus = "completed"
+	AckRejected  AckStatus = "rejected"
+)
+
+// Ack is a device's acknowledgement of a command.
+type Ack struct {
+	Device    Device
+	CommandID string
+	Status    AckStatus
+	Detail    string
+	Received  time.Time
+}
+
+// AckHandler takes acknowledgements. It must be safe for concurrent use.
+type AckHandler interface {
+	HandleAck(ctx context.Context, a Ack) error
+}
+
+// AckHandlerFunc adapts a function to AckHandler.
+type AckHandlerFunc func(ctx context.Context, a Ack) error
+
+// HandleAck calls f.
+func (f AckHandlerFunc) HandleAck(ctx context.Context, a Ack) error { return f(ctx, a) }

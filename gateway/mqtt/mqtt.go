@@ -1,0 +1,331 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigil-iot/vigil/gateway"
+)
+
+// Config sets up the embedded broker.
+type Config struct {
+	// Addr is the TCP address to listen on, e.g. "127.0.0.1:1883".
+	Addr string
+	// SessionExpiry bounds how long a disconnected device's persistent
+	// session (and its queued commands) is kept. mochi keeps them forever
+	// by default, which leaks memory for devices that never return.
+	SessionExpiry time.Duration
+	// MaxPacketSize is the largest MQTT packet accepted, in bytes.
+	MaxPacketSize uint32
+	// WritesPending is the per-connection outgoing queue length. mochi's
+	// default (8192) allocates ~64 KB per connection; 128 halves the memory
+	// of an idle device.
+	WritesPending int32
+}
+
+// DefaultConfig returns the gateway settings vigil runs with by default.
+func DefaultConfig() Config {
+	return Config{Addr: "127.0.0.1:1883", SessionExpiry: time.Hour, MaxPacketSize: 1 << 20, WritesPending: 128}
+}
+
+// Stats counts what the gateway refused and accepted. All fields only grow.
+type Stats struct {
+	Connected      int64 // successful connections
+	RefusedUnknown int64 // connections from unregistered device ids
+	RefusedKey     int64 // connections with a wrong key or mismatched user name
+	RefusedOff     int64 // connections from disabled devices
+	Denied         int64 // publishes or subscriptions outside the device's own topics
+	Telemetry      int64 // telemetry messages handed to the sink
+	Acks           int64 // command acknowledgements received
+	BadAcks        int64 // acknowledgements that could not be applied
+}
+
+// Gateway is the embedded MQTT gateway. Create it with New, then Start.
+type Gateway struct {
+	cfg    Config
+	auth   gateway.Authenticator
+	sink   gateway.Sink
+	acks   gateway.AckHandler
+	log    *slog.Logger
+	server *mochi.Server
+	ln     net.Listener
+	// identities maps a connected client id to the device it authenticated
+	// as, so publishes carry the store's integer key.
+	identities sync.Map
+
+	connected, refusedUnknown, refusedKey, refusedOff, denied, telemetry, ackCount, badAcks atomic.Int64
+}
+
+var _ gateway.Sender = (*Gateway)(nil)
+
+// New builds a gateway; nothing listens until Start.
+func New(cfg Config, auth gateway.Authenticator, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
+	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log}
+}
+
+// Start listens on cfg.Addr and serves devices until Close.
+func (g *Gateway) Start() error {
+	ln, err := net.Listen("tcp", g.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("mqtt gateway: listen %s: %w", g.cfg.Addr, err)
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumSessionExpiryInterval = uint32(g.cfg.SessionExpiry / time.Second)
+	caps.MaximumPacketSize = g.cfg.MaxPacketSize
+	caps.MaximumClientWritesPending = g.cfg.WritesPending
+	caps.MaximumQos = 1
+	caps.RetainAvailable = 0
+	caps.WildcardSubAvailable = 1
+	quiet := slog.New(minLevel{g.log.Handler(), slog.LevelWarn}).With("component", "mqtt")
+	g.server = mochi.New(&mochi.Options{Capabilities: caps, InlineClient: true, Logger: quiet})
+	if err := g.server.AddHook(&hook{g: g}, nil); err != nil {
+		ln.Close()
+		return fmt.Errorf("mqtt gateway: %w", err)
+	}
+	if err := g.server.AddListener(listeners.NewNet("devices", ln)); err != nil {
+		ln.Close()
+		return fmt.Errorf("mqtt gateway: %w", err)
+	}
+	g.ln = ln
+	if err := g.server.Serve(); err != nil {
+		return fmt.Errorf("mqtt gateway: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the address the gateway listens on (useful with port 0).
+func (g *Gateway) Addr() string {
+	if g.ln == nil {
+		return g.cfg.Addr
+	}
+	return g.ln.Addr().String()
+}
+
+// Close disconnects every device and stops listening.
+func (g *Gateway) Close() error {
+	if g.server == nil {
+		return nil
+	}
+	return g.server.Close()
+}
+
+// Stats returns the counters so far.
+func (g *Gateway) Stats() Stats {
+	return Stats{
+		Connected: g.connected.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedKey: g.refusedKey.Load(),
+		RefusedOff: g.refusedOff.Load(), Denied: g.denied.Load(), Telemetry: g.telemetry.Load(),
+		Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+	}
+}
+
+// ConnectedDevices returns how many devices are connected now.
+func (g *Gateway) ConnectedDevices() int {
+	if g.server == nil {
+		return 0
+	}
+	n := 0
+	for _, cl := range g.server.Clients.GetAll() {
+		if !cl.Net.Inline && !cl.Closed() {
+			n++
+		}
+	}
+	return n
+}
+
+// CommandTopic returns the topic a command to device is published on: IoT
+// Hub's devicebound topic followed by a property bag carrying the message id
+// ($.mid), the destination ($.to) and the command name.
+func CommandTopic(c gateway.Command) string {
+	bag := url.Values{}
+	bag.Set("$.mid", c.ID)
+	bag.Set("$.to", "/devices/"+c.Device+"/messages/devicebound")
+	bag.Set("name", c.Name)
+	return "devices/" + c.Device + "/messages/devicebound/" + bag.Encode()
+}
+
+// Send publishes a command at QoS 1 to the device's devicebound topic. It
+// returns gateway.ErrDeviceOffline when no session of the device subscribes
+// to commands.
+func (g *Gateway) Send(_ context.Context, c gateway.Command) error {
+	if g.server == nil {
+		return errors.New("mqtt gateway: not started")
+	}
+	topic := CommandTopic(c)
+	if len(g.server.Topics.Subscribers(topic).Subscriptions) == 0 {
+		return fmt.Errorf("command %s to %s: %w (no session subscribed to devices/%s/messages/devicebound/#)", c.ID, c.Device, gateway.ErrDeviceOffline, c.Device)
+	}
+	if err := g.server.Publish(topic, c.Body(), false, 1); err != nil {
+		return fmt.Errorf("command %s to %s: %w", c.ID, c.Device, err)
+	}
+	return nil
+}
+
+// hook plugs the gateway into mochi's connect, ACL and publish paths.
+type hook struct {
+	mochi.HookBase
+	g *Gateway
+}
+
+func (h *hook) ID() string { return "vigil-gateway" }
+
+func (h *hook) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish
+}
+
+// OnConnectAuthenticate admits a device whose client id is registered,
+// enabled and whose password is its key.
+func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	g := h.g
+	name := cl.ID
+	if user := string(pk.Connect.Username); user != "" {
+		// IoT Hub style: {host}/{deviceId}/?api-version=...
+		if parts := strings.Split(user, "/"); len(parts) >= 2 && parts[1] != "" && parts[1] != name {
+			g.refusedKey.Add(1)
+			g.log.Warn("connection refused: user name names another device", "client_id", name, "user", user)
+			return false
+		}
+	}
+	dev, err := g.auth.AuthenticateDevice(name, string(pk.Connect.Password))
+	if err != nil {
+		switch {
+		case errors.Is(err, gateway.ErrUnknownDevice):
+			g.refusedUnknown.Add(1)
+		case errors.Is(err, gateway.ErrDeviceDisabled):
+			g.refusedOff.Add(1)
+		default:
+			g.refusedKey.Add(1)
+		}
+		g.log.Warn("connection refused", "client_id", name, "remote", cl.Net.Remote, "reason", err)
+		return false
+	}
+	g.connected.Add(1)
+	g.identities.Store(name, dev)
+	return true
+}
+
+func eventsPrefix(id string) string      { return "devices/" + id + "/messages/events" }
+func deviceboundPrefix(id string) string { return "devices/" + id + "/messages/devicebound/" }
+
+// OnACLCheck lets a device publish only to its own events topic and
+// subscribe only to its own devicebound topics.
+func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	ok := false
+	if write {
+		p := eventsPrefix(cl.ID)
+		ok = topic == p || strings.HasPrefix(topic, p+"/")
+	} else {
+		ok = strings.HasPrefix(topic, deviceboundPrefix(cl.ID))
+	}
+	if !ok {
+		h.g.denied.Add(1)
+		h.g.log.Warn("topic denied", "device", cl.ID, "topic", topic, "publish", write)
+	}
+	return ok
+}
+
+// OnPublish hands telemetry to the sink and withholds the PUBACK until the
+// sink settles the message; command acknowledgements go to the ack handler.
+func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	g := h.g
+	if cl.Net.Inline {
+		return pk, nil // vigil's own command publishes
+	}
+	v, ok := g.identities.Load(cl.ID)
+	if !ok { // cannot happen: every client passed OnConnectAuthenticate
+		return pk, packets.ErrRejectPacket
+	}
+	device := v.(gateway.Device)
+	bag := propertyBag(pk.TopicName, cl.ID)
+	if ack := bag.Get("ack"); ack != "" {
+		h.handleAck(cl, device, bag, pk.Payload)
+		return pk, nil
+	}
+	msgID := bag.Get("$.mid")
+	if pk.Properties.CorrelationData != nil && msgID == "" {
+		msgID = string(pk.Properties.CorrelationData)
+	}
+	m := gateway.Message{
+		Device:   device,
+		Source:   pk.TopicName,
+		ID:       msgID,
+		Body:     bytes.Clone(pk.Payload),
+		Received: time.Now().UTC(),
+		Settle:   h.settler(cl, pk),
+	}
+	if err := g.sink.Submit(context.Background(), m); err != nil {
+		g.log.Warn("telemetry not accepted", "device", cl.ID, "err", err)
+		if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+			return pk, packets.ErrServerUnavailable
+		}
+		_ = g.server.DisconnectClient(cl, packets.ErrServerUnavailable)
+		return pk, packets.ErrRejectPacket
+	}
+	g.telemetry.Add(1)
+	return pk, packets.ErrRejectPacket // PUBACK is written by the settler
+}
+
+// settler returns the Settle function of a publish: a PUBACK on success; on
+// failure an error PUBACK (MQTT 5) or a disconnect (3.1.1, which has no
+// error PUBACK), so the device sends the message again.
+func (h *hook) settler(cl *mochi.Client, pk packets.Packet) func(error) {
+	if pk.FixedHeader.Qos == 0 {
+		return func(error) {}
+	}
+	id := pk.PacketID
+	return func(err error) {
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, ReasonCode: packets.CodeSuccess.Code}
+		if err != nil {
+			if cl.Properties.ProtocolVersion != 5 {
+				_ = h.g.server.DisconnectClient(cl, packets.ErrUnspecifiedError)
+				return
+			}
+			ack.ReasonCode = packets.ErrUnspecifiedError.Code
+			ack.Properties.ReasonString = "vigil could not store the message; send it again"
+		}
+		if werr := cl.WritePacket(ack); werr != nil && !errors.Is(werr, mochi.ErrConnectionClosed) {
+			h.g.log.Warn("puback not sent", "device", cl.ID, "err", werr)
+		}
+	}
+}
+
+func (h *hook) handleAck(cl *mochi.Client, dev gateway.Device, bag url.Values, body []byte) {
+	g := h.g
+	a := gateway.Ack{Device: dev, CommandID: bag.Get("$.cid"), Status: gateway.AckStatus(bag.Get("ack")), Received: time.Now().UTC()}
+	var doc struct {
+		Detail string `json:"detail"`
+	}
+	if len(bytes.TrimSpace(body)) > 0 && json.Unmarshal(body, &doc) == nil {
+		a.Detail = doc.Detail
+	}
+	g.ackCount.Add(1)
+	if err := g.acks.HandleAck(context.Background(), a); err != nil {
+		g.badAcks.Add(1)
+		g.log.Warn("command acknowledgement not applied", "device", cl.ID, "command", a.CommandID, "err", err)
+	}
+}
+
+// propertyBag parses the URL-encoded property bag IoT Hub devices append to
+// the events topic ("devices/{id}/messages/events/%24.mid=1&k=v").
+func propertyBag(topic, id string) url.Values {
+	rest := strings.TrimPrefix(topic, eventsPrefix(id))
+	rest = strings.TrimPrefix(rest, "/")
+	v, err := url.ParseQuery(rest)
+	if err != nil {
+		return url.Values{}
+	}
+	return v
+}

@@ -1,0 +1,111 @@
+package models
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"github.com/vigil-iot/vigil/features"
+)
+
+// KindCUSUM is the Spec.Kind of the CUSUM detector.
+const KindCUSUM = "cusum"
+
+// CUSUMConfig sets the parameters of a CUSUM detector.
+type CUSUMConfig struct {
+	// Window is how many past readings the reference level (median) and
+	// scale (MAD) are taken over.
+	Window int `json:"window"`
+	// WarmUp is how many readings are learned before any is scored
+	// (at most Window).
+	WarmUp int `json:"warm_up"`
+	// K is the reference value (allowance) in standard deviations: half the
+	// shift the chart is tuned to detect fastest.
+	K float64 `json:"k"`
+	// H is the decision interval in standard deviations: the cumulative sum
+	// at which the score reaches 0.5.
+	H float64 `json:"h"`
+	// MinStd floors the robust standard deviation.
+	MinStd float64 `json:"min_std"`
+}
+
+// DefaultCUSUMConfig returns the parameters used when none are given: k = 0.5
+// and h = 5, which detect a one-sigma shift in about 10 readings with an
+// in-control average run length of about 465 (Montgomery, "Introduction to
+// Statistical Quality Control", 6th ed., 2009, section 9.1.3).
+func DefaultCUSUMConfig() CUSUMConfig {
+	return CUSUMConfig{Window: 64, WarmUp: 16, K: 0.5, H: 5, MinStd: 1e-3}
+}
+
+// Validate reports the first parameter that is out of range.
+func (c CUSUMConfig) Validate() error {
+	switch {
+	case c.Window < 3:
+		return errors.New("cusum: window must be at least 3")
+	case c.WarmUp < 3 || c.WarmUp > c.Window:
+		return errors.New("cusum: warm_up must be in [3, window]")
+	case !(c.K >= 0):
+		return errors.New("cusum: k must not be negative")
+	case !(c.H > 0):
+		return errors.New("cusum: h must be positive")
+	case !(c.MinStd > 0):
+		return errors.New("cusum: min_std must be positive")
+	}
+	return nil
+}
+
+// CUSUM detects a change point, a sustained shift of the level, with Page's
+// two-sided cumulative sum (Page, "Continuous inspection schemes",
+// Biometrika 41(1/2), 1954, section 2; the tabular form of Montgomery,
+// section 9.1.2):
+//
+//	S⁺ = max(0, S⁺ + u - K)   S⁻ = max(0, S⁻ - u - K)
+//
+// over the standardised residual u of each reading against the median and
+// MAD of the preceding Window readings. A shift too small for a z-score to
+// notice adds up reading after reading. When either sum reaches H the chart
+// signals and, as Page prescribes, inspection restarts from zero; by then
+// the rolling reference is moving towards the new level.
+//
+// The score is 1 - 2^(-(S/H)^2) with S the larger sum; Deviation is S, signed
+// by the direction of the shift.
+type CUSUM struct {
+	cfg       CUSUMConfig
+	win       features.Window
+	high, low float64
+}
+
+var _ Detector = (*CUSUM)(nil)
+
+// NewCUSUM returns a CUSUM detector with the given parameters.
+func NewCUSUM(cfg CUSUMConfig) (*CUSUM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &CUSUM{cfg: cfg, win: features.NewWindow(cfg.Window)}, nil
+}
+
+// Update folds x's residual into the sums and scores the result, then adds x
+// to the reference window.
+func (d *CUSUM) Update(_ time.Time, x float64) Score {
+	s := Score{Feature: KindCUSUM, Observed: x, Expected: x}
+	if !finite(x) {
+		return s
+	}
+	if d.win.Len() >= d.cfg.WarmUp {
+		med, sd := robustCenter(&d.win, d.cfg.MinStd)
+		u := (x - med) / sd
+		d.high = math.Max(0, d.high+u-d.cfg.K)
+		d.low = math.Max(0, d.low-u-d.cfg.K)
+		st := d.high
+		if d.low > d.high {
+			st = -d.low
+		}
+		s.Value, s.Expected, s.Deviation = squash(st/d.cfg.H), med, st
+		if math.Abs(st) >= d.cfg.H {
+			d.high, d.low = 0, 0
+		}
+	}
+	d.win.Push(x)
+	return s
+}

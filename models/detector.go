@@ -1,0 +1,105 @@
+package models
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Score is a detector's verdict on one reading.
+type Score struct {
+	// Value is the anomaly score in [0, 1]; 0.5 and above is anomalous for
+	// the default Monitor threshold.
+	Value float64
+	// Feature names the feature that drove the score, e.g. "ewma_z".
+	Feature string
+	// Observed is the reading's value and Expected what the model predicted.
+	Observed, Expected float64
+	// Deviation is how far Observed is from Expected in the model's own
+	// unit of spread (a z-score for z-score models).
+	Deviation float64
+}
+
+// Explain returns a short sentence a person can act on, for example
+// "temperature 83.20 is 9.1σ above its EWMA baseline 71.05 (ewma_z)".
+func (s Score) Explain(metric string) string {
+	dir := "above"
+	dev := s.Deviation
+	if dev < 0 {
+		dir, dev = "below", -dev
+	}
+	return fmt.Sprintf("%s %.2f is %.1fσ %s its baseline %.2f (%s)", metric, s.Observed, dev, dir, s.Expected, s.Feature)
+}
+
+// Detector scores one series, one reading at a time, in time order.
+//
+// Implementations are causal: the score of a reading depends only on that
+// reading and earlier ones. A Detector is not safe for concurrent use; each
+// series owns one.
+type Detector interface {
+	Update(ts time.Time, x float64) Score
+}
+
+// Spec names a detector kind and its parameters. It is the unit the model
+// registry versions and the argument of New.
+type Spec struct {
+	Kind   string          `json:"kind"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// Factory builds a Detector from JSON parameters; empty params mean defaults.
+type Factory func(params json.RawMessage) (Detector, error)
+
+// factories maps a Spec.Kind to its constructor. It is written only at
+// package initialisation (here and in the init of ensemble.go, for the kinds
+// that build other kinds) and read-only afterwards.
+var factories = map[string]Factory{
+	KindEWMAZ: func(p json.RawMessage) (Detector, error) {
+		cfg := DefaultEWMAZConfig()
+		if len(p) > 0 {
+			if err := json.Unmarshal(p, &cfg); err != nil {
+				return nil, fmt.Errorf("ewma_z params: %w", err)
+			}
+		}
+		return NewEWMAZ(cfg)
+	},
+	KindRobustZ:   factoryOf(KindRobustZ, DefaultRobustZConfig, NewRobustZ),
+	KindSpike:     factoryOf(KindSpike, DefaultSpikeConfig, NewSpike),
+	KindCUSUM:     factoryOf(KindCUSUM, DefaultCUSUMConfig, NewCUSUM),
+	KindEWMAChart: factoryOf(KindEWMAChart, DefaultEWMAChartConfig, NewEWMAChart),
+	KindSeasonal:  factoryOf(KindSeasonal, DefaultSeasonalConfig, NewSeasonal),
+}
+
+// Kinds lists the detector kinds New accepts, sorted.
+func Kinds() []string {
+	out := make([]string, 0, len(factories))
+	for k := range factories {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// New builds the detector a Spec names.
+func New(spec Spec) (Detector, error) {
+	f, ok := factories[spec.Kind]
+	if !ok {
+		return nil, fmt.Errorf("unknown model kind %q (known: %v)", spec.Kind, Kinds())
+	}
+	return f(spec.Params)
+}
+
+// ScoreSeries runs d over a stored series in order and returns one score per
+// reading. It is the offline twin of feeding the same readings to a Monitor:
+// both call d.Update and nothing else.
+func ScoreSeries(d Detector, ts []time.Time, xs []float64) []Score {
+	if len(ts) != len(xs) {
+		panic("models: ScoreSeries needs one timestamp per value")
+	}
+	out := make([]Score, len(xs))
+	for i := range xs {
+		out[i] = d.Update(ts[i], xs[i])
+	}
+	return out
+}

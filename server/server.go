@@ -1,0 +1,325 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/vigil-iot/vigil/actions"
+	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/gateway/mqtt"
+	"github.com/vigil-iot/vigil/ingest"
+	"github.com/vigil-iot/vigil/models"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// Config is the whole configuration of a vigil server.
+type Config struct {
+	// DataDir holds the DuckDB file.
+	DataDir string
+	MQTT    mqtt.Config
+	// HTTPAddr is where the HTTP API listens; empty disables it.
+	HTTPAddr string
+	// APIToken, when set, is required as a bearer token by the HTTP API.
+	APIToken string
+	Ingest   ingest.Config
+	Monitor  models.MonitorConfig
+	Actions  actions.Config
+	// TickInterval is how often command expiry and recovery windows are
+	// checked.
+	TickInterval time.Duration
+}
+
+// DefaultConfig returns a configuration that serves devices on
+// 127.0.0.1:1883 and the API on 127.0.0.1:8080, keeping data in dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		DataDir: dir, MQTT: mqtt.DefaultConfig(), HTTPAddr: "127.0.0.1:8080",
+		Ingest: ingest.DefaultConfig(), Monitor: models.DefaultMonitorConfig(), Actions: actions.DefaultConfig(),
+		TickInterval: time.Second,
+	}
+}
+
+// Validate checks the configuration without touching the disk or network.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("config: a data directory is required (--data DIR)")
+	}
+	if c.TickInterval <= 0 {
+		return errors.New("config: tick interval must be positive")
+	}
+	return errors.Join(c.Ingest.Validate(), c.Monitor.Validate(), c.Actions.Validate())
+}
+
+// Server is a running vigil.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	gw      *mqtt.Gateway
+	batcher *ingest.Batcher
+	ctrl    *actions.Controller
+	monitor *models.Monitor
+	http    *http.Server
+	httpLn  net.Listener
+
+	recs      chan arrow.RecordBatch
+	scored    chan struct{}
+	stopTick  chan struct{}
+	tickDone  chan struct{}
+	anomalies atomic.Int64
+	closeOnce sync.Once
+	closeErr  error
+	started   time.Time
+}
+
+// registry adapts the store's device registry to the gateway's
+// Authenticator.
+type registry struct{ st *store.Store }
+
+func (r registry) AuthenticateDevice(name, key string) (gateway.Device, error) {
+	d, err := r.st.Authenticate(name, key)
+	switch {
+	case errors.Is(err, store.ErrUnknownDevice):
+		return gateway.Device{}, fmt.Errorf("%w: %q is not registered (vigil devices add %s)", gateway.ErrUnknownDevice, name, name)
+	case errors.Is(err, store.ErrDeviceDisabled):
+		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrDeviceDisabled, name)
+	case err != nil:
+		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrWrongKey, name)
+	}
+	return gateway.Device{ID: d.ID, Name: d.Name}, nil
+}
+
+// Start opens the store and starts every stage. On error, whatever was
+// started is stopped again.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, recs: make(chan arrow.RecordBatch, 64), scored: make(chan struct{}),
+		stopTick: make(chan struct{}), tickDone: make(chan struct{}), started: time.Now()}
+	var err error
+	if s.store, err = store.Open(ctx, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if s.monitor, err = models.NewMonitor(cfg.Monitor); err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	if s.batcher, err = ingest.NewBatcher(cfg.Ingest, s.store, s.observe, log); err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	go s.score()
+	// The gateway sends the controller's commands and delivers the devices'
+	// acknowledgements back to it; acknowledgements reach the controller
+	// through a function because the controller is built after the gateway.
+	acks := gateway.AckHandlerFunc(func(ctx context.Context, a gateway.Ack) error { return s.ctrl.HandleAck(ctx, a) })
+	s.gw = mqtt.New(cfg.MQTT, registry{s.store}, s.batcher, acks, log)
+	if s.ctrl, err = actions.New(ctx, cfg.Actions, s.store, s.gw, log); err != nil {
+		s.shutdownPipeline(context.Background())
+		s.store.Close()
+		return nil, err
+	}
+	if err := s.gw.Start(); err != nil {
+		s.shutdownPipeline(context.Background())
+		s.store.Close()
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			s.gw.Close()
+			s.shutdownPipeline(context.Background())
+			s.store.Close()
+			return nil, fmt.Errorf("http api: listen %s: %w", cfg.HTTPAddr, err)
+		}
+		s.httpLn = ln
+		s.http = &http.Server{Handler: api.Handler(s.store, func() any { return s.Status() }, cfg.APIToken, log), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http api stopped", "err", err)
+			}
+		}()
+	}
+	go s.tick()
+	return s, nil
+}
+
+// observe receives each committed batch from the batcher.
+func (s *Server) observe(rec arrow.RecordBatch) { s.recs <- rec }
+
+// score feeds committed readings to the detectors, in commit order.
+func (s *Server) score() {
+	defer close(s.scored)
+	ctx := context.Background()
+	model := s.cfg.Monitor.Model.Kind
+	for rec := range s.recs {
+		ts := rec.Column(0).(interface{ Value(int) arrow.Timestamp })
+		dev := rec.Column(1).(interface{ Value(int) int32 })
+		met := rec.Column(2).(interface{ Value(int) int16 })
+		val := rec.Column(3).(interface{ Value(int) float64 })
+		for i := 0; i < int(rec.NumRows()); i++ {
+			key := models.SeriesKey{Device: dev.Value(i), Metric: met.Value(i)}
+			t := ts.Value(i).ToTime(arrow.Microsecond)
+			sc, tr := s.monitor.Observe(key, t, val.Value(i))
+			switch tr {
+			case models.Began:
+				s.onAnomaly(ctx, key, t, sc, model)
+			case models.Ended:
+				if err := s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
+					s.log.Error("recording recovery", "err", err)
+				}
+			}
+		}
+		rec.Release()
+	}
+}
+
+func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, model string) {
+	metric := s.store.MetricName(key.Metric)
+	device := s.store.DeviceName(key.Device)
+	a := store.Anomaly{
+		TS: t, DeviceID: key.Device, MetricID: key.Metric, Value: sc.Observed, Expected: sc.Expected,
+		Score: sc.Value, Model: model, Explanation: sc.Explain(metric), Detected: time.Now(),
+	}
+	if err := s.store.AddAnomaly(ctx, &a); err != nil {
+		s.log.Error("storing anomaly", "device", device, "metric", metric, "err", err)
+		return
+	}
+	s.anomalies.Add(1)
+	s.log.Info("anomaly", "device", device, "metric", metric, "score", fmt.Sprintf("%.3f", sc.Value), "why", a.Explanation)
+	cmd, err := s.ctrl.OnAnomaly(ctx, a, device, metric)
+	if err != nil {
+		s.log.Error("command for anomaly", "device", device, "err", err)
+		return
+	}
+	if cmd != nil {
+		s.log.Info("command", "device", device, "id", cmd.ID, "name", cmd.Name, "state", cmd.State)
+	}
+}
+
+func (s *Server) tick() {
+	defer close(s.tickDone)
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopTick:
+			return
+		case <-t.C:
+			if err := s.ctrl.Tick(context.Background()); err != nil {
+				s.log.Error("command bookkeeping", "err", err)
+			}
+		}
+	}
+}
+
+// shutdownPipeline commits what the batcher holds and lets the scorer
+// finish.
+func (s *Server) shutdownPipeline(ctx context.Context) error {
+	err := s.batcher.Close(ctx)
+	close(s.recs)
+	<-s.scored
+	return err
+}
+
+// Close shuts down in the order that loses nothing: stop taking telemetry
+// and commit every in-flight batch (its devices get their acknowledgements
+// while still connected), finish scoring, then disconnect devices, stop the
+// API and close the store.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		errs = append(errs, s.shutdownPipeline(ctx))
+		close(s.stopTick)
+		<-s.tickDone
+		errs = append(errs, s.gw.Close())
+		if s.http != nil {
+			errs = append(errs, s.http.Shutdown(ctx))
+		}
+		errs = append(errs, s.ctrl.Tick(ctx), s.store.Close())
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// Store returns the server's store.
+func (s *Server) Store() *store.Store { return s.store }
+
+// MQTTAddr returns the address devices connect to.
+func (s *Server) MQTTAddr() string { return s.gw.Addr() }
+
+// HTTPAddr returns the API's address, or "" when it is disabled.
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Status is a snapshot of what the server has done since it started.
+type Status struct {
+	Uptime         string `json:"uptime"`
+	Devices        int    `json:"devices_registered"`
+	Connected      int    `json:"devices_connected"`
+	Readings       int64  `json:"readings_stored"`
+	Messages       int64  `json:"messages"`
+	DeadLetters    int64  `json:"dead_letters"`
+	Batches        int64  `json:"batches"`
+	CommitErrors   int64  `json:"commit_errors"`
+	RefusedDevices int64  `json:"connections_refused"`
+	Denied         int64  `json:"topics_denied"`
+	Anomalies      int64  `json:"anomalies"`
+	actions.Stats
+}
+
+// Status returns the counters of this run.
+func (s *Server) Status() Status {
+	is, gs := s.batcher.Stats(), s.gw.Stats()
+	return Status{
+		Uptime: time.Since(s.started).Round(time.Second).String(), Devices: len(s.store.Devices()),
+		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters,
+		Batches: is.Batches, CommitErrors: is.CommitErrors, RefusedDevices: gs.RefusedUnknown + gs.RefusedKey + gs.RefusedOff,
+		Denied: gs.Denied, Anomalies: s.anomalies.Load(), Stats: s.ctrl.Stats(),
+	}
+}
+
+// Summary is the account of a run that `vigil demo --json` prints: totals
+// read back from the store, so they count what is durable.
+type Summary struct {
+	Devices          int   `json:"devices"`
+	ReadingsStored   int64 `json:"readings_stored"`
+	Anomalies        int64 `json:"anomalies"`
+	CommandsSent     int64 `json:"commands_sent"`
+	CommandsAcked    int64 `json:"commands_acked"`
+	DevicesRecovered int64 `json:"devices_recovered"`
+	DeadLetters      int64 `json:"dead_letters"`
+	Refused          int64 `json:"connections_refused"`
+}
+
+// Summary reads the run's totals from the store.
+func (s *Server) Summary(ctx context.Context) (Summary, error) {
+	sum := Summary{Devices: len(s.store.Devices()), Refused: s.Status().RefusedDevices}
+	err := s.store.DB().QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM telemetry),
+		(SELECT count(*) FROM anomalies),
+		(SELECT count(*) FROM commands WHERE sent IS NOT NULL),
+		(SELECT count(*) FROM commands WHERE state = 'acknowledged'),
+		(SELECT count(DISTINCT device_id) FROM commands WHERE verification = 'recovered'),
+		(SELECT count(*) FROM dead_letters)`).Scan(
+		&sum.ReadingsStored, &sum.Anomalies, &sum.CommandsSent, &sum.CommandsAcked, &sum.DevicesRecovered, &sum.DeadLetters)
+	if err != nil {
+		return sum, fmt.Errorf("summary: %w", err)
+	}
+	return sum, nil
+}

@@ -1,0 +1,257 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// DeviceConfig describes one simulated device.
+type DeviceConfig struct {
+	Name string
+	Key  string
+	// Addr is the gateway's MQTT address, host:port.
+	Addr string
+	// Interval is the time between two telemetry messages.
+	Interval time.Duration
+	// DayLength is the period of the temperature's daily cycle; shorten it
+	// to see a day pass in a demo.
+	DayLength time.Duration
+	// Faulty devices start overheating FaultAfter after Run starts,
+	// RampPerSecond degrees a second, until they receive a command.
+	Faulty        bool
+	FaultAfter    time.Duration
+	RampPerSecond float64
+	// Seed makes the noise reproducible.
+	Seed uint64
+}
+
+// State is what a simulated device is doing.
+type State int32
+
+// Device states.
+const (
+	Healthy State = iota
+	Overheating
+	Recovering
+)
+
+func (s State) String() string {
+	return [...]string{"healthy", "overheating", "recovering"}[s]
+}
+
+// Stats counts what a device did. Readings counts only readings whose
+// publish the gateway acknowledged.
+type Stats struct {
+	Messages      int64 // telemetry messages acknowledged by the gateway
+	Readings      int64 // readings in those messages
+	Failed        int64 // publishes the gateway did not acknowledge
+	Commands      int64 // commands received
+	Acknowledged  int64 // command acknowledgements sent
+	FirstFaultAt  time.Time
+	LastCommandAt time.Time
+}
+
+// Device is one simulated device.
+type Device struct {
+	cfg   DeviceConfig
+	state atomic.Int32
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// NewDevice returns a device; it connects when Run is called.
+func NewDevice(cfg DeviceConfig) *Device { return &Device{cfg: cfg} }
+
+// Name returns the device id.
+func (d *Device) Name() string { return d.cfg.Name }
+
+// Faulty reports whether the device was configured to overheat.
+func (d *Device) Faulty() bool { return d.cfg.Faulty }
+
+// State returns what the device is doing now.
+func (d *Device) State() State { return State(d.state.Load()) }
+
+// Stats returns the counters so far.
+func (d *Device) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+// command is the document a device receives on its devicebound topic.
+type command struct {
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// Connect opens an MQTT 5 session for a device the way an IoT Hub device
+// does: client id = device id, IoT Hub style user name, key as password.
+// onPublish, if not nil, receives every message the gateway sends it.
+func Connect(ctx context.Context, addr, name, key string, onPublish func(*paho.Publish)) (*paho.Client, error) {
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sim %s: dial %s: %w", name, addr, err)
+	}
+	cfg := paho.ClientConfig{Conn: conn, ClientID: name}
+	if onPublish != nil {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { onPublish(pr.Packet); return true, nil },
+		}
+	}
+	c := paho.NewClient(cfg)
+	ca, err := c.Connect(ctx, &paho.Connect{
+		ClientID:     name,
+		Username:     "vigil/" + name + "/?api-version=2021-04-12",
+		UsernameFlag: true,
+		Password:     []byte(key),
+		PasswordFlag: true,
+		KeepAlive:    60,
+		CleanStart:   true,
+	})
+	if err != nil {
+		conn.Close()
+		if ca != nil {
+			return nil, fmt.Errorf("sim %s: connect refused: reason %d %s", name, ca.ReasonCode, ca.Properties.ReasonString)
+		}
+		return nil, fmt.Errorf("sim %s: connect: %w", name, err)
+	}
+	return c, nil
+}
+
+// EventsTopic returns the topic a device publishes telemetry to.
+func EventsTopic(name string) string { return "devices/" + name + "/messages/events/" }
+
+// AckTopic returns the topic on which a device acknowledges a command.
+func AckTopic(name, commandID, status string) string {
+	bag := url.Values{}
+	bag.Set("$.cid", commandID)
+	bag.Set("ack", status)
+	return EventsTopic(name) + bag.Encode()
+}
+
+// publishTimeout bounds one publish. A publish is not tied to Run's context,
+// so that stopping a device never abandons a message the gateway may already
+// have stored: Run stops between publishes, never inside one.
+const publishTimeout = 10 * time.Second
+
+func publish(c *paho.Client, p *paho.Publish) (*paho.PublishResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	return c.Publish(ctx, p)
+}
+
+// Run connects, subscribes to commands and publishes telemetry every
+// Interval until ctx ends, then disconnects. It returns an error only when
+// the device cannot connect or subscribe.
+func (d *Device) Run(ctx context.Context) error {
+	cmds := make(chan command, 16)
+	topicPrefix := "devices/" + d.cfg.Name + "/messages/devicebound/"
+	client, err := Connect(ctx, d.cfg.Addr, d.cfg.Name, d.cfg.Key, func(p *paho.Publish) {
+		if !strings.HasPrefix(p.Topic, topicPrefix) {
+			return
+		}
+		var c command
+		if json.Unmarshal(p.Payload, &c) != nil || c.ID == "" {
+			return
+		}
+		select {
+		case cmds <- c:
+		default: // a device that cannot keep up drops commands; vigil expires them
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	if _, err := client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topicPrefix + "#", QoS: 1}}}); err != nil {
+		return fmt.Errorf("sim %s: subscribe: %w", d.cfg.Name, err)
+	}
+
+	rng := rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed))
+	start := time.Now()
+	var faultAt, coolAt time.Time
+	var heat float64 // degrees above normal at coolAt
+	tick := time.NewTicker(d.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c := <-cmds:
+			d.mu.Lock()
+			d.stats.Commands++
+			d.stats.LastCommandAt = time.Now()
+			d.mu.Unlock()
+			status := "rejected"
+			if c.Name == "reduce_load" {
+				status = "completed"
+				if d.State() == Overheating {
+					heat = d.cfg.RampPerSecond * time.Since(faultAt).Seconds()
+					coolAt = time.Now()
+					d.state.Store(int32(Recovering))
+				}
+			}
+			body := []byte(`{"detail":"load reduced"}`)
+			if status == "rejected" {
+				body = []byte(`{"detail":"unknown command"}`)
+			}
+			if _, err := publish(client, &paho.Publish{QoS: 1, Topic: AckTopic(d.cfg.Name, c.ID, status), Payload: body}); err == nil {
+				d.mu.Lock()
+				d.stats.Acknowledged++
+				d.mu.Unlock()
+			}
+		case now := <-tick.C:
+			if d.cfg.Faulty && d.State() == Healthy && faultAt.IsZero() && now.Sub(start) >= d.cfg.FaultAfter {
+				faultAt = now
+				d.state.Store(int32(Overheating))
+				d.mu.Lock()
+				d.stats.FirstFaultAt = now
+				d.mu.Unlock()
+			}
+			var extra float64
+			switch d.State() {
+			case Overheating:
+				extra = d.cfg.RampPerSecond * now.Sub(faultAt).Seconds()
+			case Recovering:
+				extra = heat * math.Exp(-now.Sub(coolAt).Seconds()/1.5)
+				if extra < 0.01 {
+					d.state.Store(int32(Healthy))
+				}
+			}
+			phase := 2 * math.Pi * float64(now.Sub(start)) / float64(d.cfg.DayLength)
+			temp := 70 + 3*math.Sin(phase) + rng.NormFloat64()*0.3 + extra
+			vib := 0.3 + rng.NormFloat64()*0.02 + extra*0.01
+			body := fmt.Sprintf(`{"ts":%q,"temperature":%.3f,"vibration":%.4f}`, now.UTC().Format(time.RFC3339Nano), temp, vib)
+			_, err := publish(client, &paho.Publish{QoS: 1, Topic: EventsTopic(d.cfg.Name), Payload: []byte(body)})
+			d.mu.Lock()
+			if err == nil {
+				d.stats.Messages++
+				d.stats.Readings += 2
+			} else {
+				d.stats.Failed++
+			}
+			d.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				select {
+				case <-client.Done():
+					return fmt.Errorf("sim %s: connection lost", d.cfg.Name)
+				default:
+				}
+			}
+		}
+	}
+}

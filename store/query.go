@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	duckdb "github.com/duckdb/duckdb-go/v2"
+)
+
+// Column describes one column of a query result.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Result is the answer to a read-only query.
+type Result struct {
+	Columns []Column `json:"columns"`
+	Rows    [][]any  `json:"rows"`
+	// Truncated is true when the query had more rows than the limit.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// readOnly lists the statement types Query runs.
+var readOnly = map[duckdb.StmtType]bool{
+	duckdb.STATEMENT_TYPE_SELECT:  true,
+	duckdb.STATEMENT_TYPE_EXPLAIN: true,
+	duckdb.STATEMENT_TYPE_PRAGMA:  false,
+}
+
+// Query runs one read-only SQL statement and returns at most limit rows.
+// DuckDB classifies the statement before it runs; anything but a query
+// (SELECT, including DESCRIBE/SHOW/SUMMARIZE, which DuckDB plans as one) or
+// EXPLAIN is refused with ErrReadOnly.
+func (s *Store) Query(ctx context.Context, query string, limit int) (*Result, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	defer conn.Close()
+	var res *Result
+	err = conn.Raw(func(dc any) error {
+		prep, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return errors.New("duckdb connection cannot prepare")
+		}
+		st, err := prep.PrepareContext(ctx, query)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		ds, ok := st.(*duckdb.Stmt)
+		if !ok {
+			return errors.New("not a duckdb statement")
+		}
+		typ, err := ds.StatementType()
+		if err != nil {
+			return err
+		}
+		if !readOnly[typ] {
+			return ErrReadOnly
+		}
+		rows, err := ds.QueryContext(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		res, err = collect(rows, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return res, nil
+}
+
+func collect(rows driver.Rows, limit int) (*Result, error) {
+	names := rows.Columns()
+	res := &Result{Columns: make([]Column, len(names)), Rows: [][]any{}}
+	typed, _ := rows.(driver.RowsColumnTypeDatabaseTypeName)
+	for i, n := range names {
+		res.Columns[i].Name = n
+		if typed != nil {
+			res.Columns[i].Type = typed.ColumnTypeDatabaseTypeName(i)
+		}
+	}
+	for {
+		vals := make([]driver.Value, len(names))
+		if err := rows.Next(vals); err != nil {
+			if errors.Is(err, io.EOF) {
+				return res, nil
+			}
+			return nil, err
+		}
+		if limit > 0 && len(res.Rows) == limit {
+			res.Truncated = true
+			return res, nil
+		}
+		row := make([]any, len(vals))
+		for i, v := range vals {
+			row[i] = jsonValue(v)
+		}
+		res.Rows = append(res.Rows, row)
+	}
+}
+
+// jsonValue turns a DuckDB value into one encoding/json renders faithfully.
+func jsonValue(v any) any {
+	switch x := v.(type) {
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case []byte:
+		return string(x)
+	case duckdb.UUID:
+		return x.String()
+	case fmt.Stringer:
+		return x.String()
+	}
+	return v
+}

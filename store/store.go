@@ -1,0 +1,424 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	duckdb "github.com/duckdb/duckdb-go/v2"
+)
+
+// FileName is the name of the database file inside a data directory.
+const FileName = "vigil.duckdb"
+
+// TelemetrySchema is the Arrow schema of a telemetry batch; its columns are
+// those of the telemetry table, in order.
+var TelemetrySchema = arrow.NewSchema([]arrow.Field{
+	{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Microsecond}},
+	{Name: "device_id", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "metric_id", Type: arrow.PrimitiveTypes.Int16},
+	{Name: "value", Type: arrow.PrimitiveTypes.Float64},
+}, nil)
+
+// Errors callers branch on.
+var (
+	// ErrUnknownDevice: no device of that name is registered.
+	ErrUnknownDevice = errors.New("unknown device")
+	// ErrDeviceDisabled: the device is registered but disabled.
+	ErrDeviceDisabled = errors.New("device disabled")
+	// ErrWrongKey: the key does not match the device's.
+	ErrWrongKey = errors.New("wrong device key")
+	// ErrDeviceExists: a device of that name is already registered.
+	ErrDeviceExists = errors.New("device already registered")
+	// ErrReadOnly: a query tried to change the database.
+	ErrReadOnly = errors.New("only read-only statements (SELECT, EXPLAIN, DESCRIBE, SHOW) are allowed")
+)
+
+// Store is an open vigil database. Its methods are safe for concurrent use.
+type Store struct {
+	db     *sql.DB
+	writer *sql.Conn // telemetry commits, so RegisterView and INSERT share a connection
+	wmu    sync.Mutex
+
+	mu        sync.RWMutex
+	devices   map[string]*Device
+	metrics   map[string]int16
+	metricIDs []string // index = id
+	nextDev   int32
+	nextAnom  int64
+	nextCmd   int64
+}
+
+// Open opens (creating if needed) the database in dir and brings its schema
+// up to date.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	connector, err := duckdb.NewConnector(path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w (is another vigil process using this data directory?)", path, err)
+	}
+	db := sql.OpenDB(connector)
+	s := &Store{db: db, devices: map[string]*Device{}, metrics: map[string]int16{}}
+	if err := s.init(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context) error {
+	for _, stmt := range schema {
+		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	}
+	var err error
+	if s.writer, err = s.db.Conn(ctx); err != nil {
+		return err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, key_sha256, status, created FROM devices`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		d := &Device{}
+		if err := rows.Scan(&d.ID, &d.Name, &d.keyHash, &d.Status, &d.Created); err != nil {
+			rows.Close()
+			return err
+		}
+		s.devices[d.Name] = d
+		s.nextDev = max(s.nextDev, d.ID)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	rows, err = s.db.QueryContext(ctx, `SELECT id, name FROM metrics ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var id int16
+		var name string
+		if err := rows.Scan(&id, &name); err != nil {
+			rows.Close()
+			return err
+		}
+		s.metrics[name] = id
+		for len(s.metricIDs) <= int(id) {
+			s.metricIDs = append(s.metricIDs, "")
+		}
+		s.metricIDs[id] = name
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM anomalies`).Scan(&s.nextAnom); err != nil {
+		return err
+	}
+	return s.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM commands`).Scan(&s.nextCmd)
+}
+
+// Close commits nothing further and closes the database file.
+func (s *Store) Close() error {
+	var errs []error
+	if s.writer != nil {
+		errs = append(errs, s.writer.Close())
+	}
+	errs = append(errs, s.db.Close())
+	return errors.Join(errs...)
+}
+
+// DB returns the underlying database handle, for read queries in tests and
+// tools that run inside the owning process.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// DeviceStatus says whether a device may connect.
+type DeviceStatus string
+
+// Device states.
+const (
+	Enabled  DeviceStatus = "enabled"
+	Disabled DeviceStatus = "disabled"
+)
+
+// Device is a registered device.
+type Device struct {
+	ID      int32        `json:"id"`
+	Name    string       `json:"name"`
+	Status  DeviceStatus `json:"status"`
+	Created time.Time    `json:"created"`
+	keyHash string
+}
+
+var deviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
+
+// ValidDeviceName reports whether name can be used as a device id: 1–128
+// characters from letters, digits and . _ : @ -, starting with a letter or
+// digit (no / + # so it is safe inside MQTT topics).
+func ValidDeviceName(name string) bool { return deviceName.MatchString(name) }
+
+func hashKey(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:])
+}
+
+// AddDevice registers a device with its key. Only the key's SHA-256 is kept.
+func (s *Store) AddDevice(ctx context.Context, name, key string) (Device, error) {
+	if !ValidDeviceName(name) {
+		return Device{}, fmt.Errorf("add device %q: a device id is 1-128 letters, digits or . _ : @ - and starts with a letter or digit", name)
+	}
+	if len(key) < 8 {
+		return Device{}, fmt.Errorf("add device %q: the key must be at least 8 characters", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.devices[name]; ok {
+		return Device{}, fmt.Errorf("add device %q: %w", name, ErrDeviceExists)
+	}
+	d := &Device{ID: s.nextDev + 1, Name: name, Status: Enabled, Created: time.Now().UTC().Truncate(time.Microsecond), keyHash: hashKey(key)}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO devices VALUES (?, ?, ?, ?, ?)`, d.ID, d.Name, d.keyHash, string(d.Status), d.Created); err != nil {
+		return Device{}, fmt.Errorf("add device %q: %w", name, err)
+	}
+	s.nextDev = d.ID
+	s.devices[name] = d
+	return *d, nil
+}
+
+// SetDeviceStatus enables or disables a device.
+func (s *Store) SetDeviceStatus(ctx context.Context, name string, st DeviceStatus) (Device, error) {
+	if st != Enabled && st != Disabled {
+		return Device{}, fmt.Errorf("set device status: %q is not enabled or disabled", st)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.devices[name]
+	if !ok {
+		return Device{}, fmt.Errorf("device %q: %w", name, ErrUnknownDevice)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE devices SET status = ? WHERE id = ?`, string(st), d.ID); err != nil {
+		return Device{}, fmt.Errorf("set device %q %s: %w", name, st, err)
+	}
+	d.Status = st
+	return *d, nil
+}
+
+// SetDeviceKey replaces a device's key (key rotation). Connections already
+// open stay open; the new key is required from the next connect.
+func (s *Store) SetDeviceKey(ctx context.Context, name, key string) (Device, error) {
+	if len(key) < 8 {
+		return Device{}, fmt.Errorf("set key of %q: the key must be at least 8 characters", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.devices[name]
+	if !ok {
+		return Device{}, fmt.Errorf("device %q: %w", name, ErrUnknownDevice)
+	}
+	h := hashKey(key)
+	if _, err := s.db.ExecContext(ctx, `UPDATE devices SET key_sha256 = ? WHERE id = ?`, h, d.ID); err != nil {
+		return Device{}, fmt.Errorf("set key of %q: %w", name, err)
+	}
+	d.keyHash = h
+	return *d, nil
+}
+
+// Devices lists the registered devices by name.
+func (s *Store) Devices() []Device {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Device, 0, len(s.devices))
+	for _, d := range s.devices {
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Device returns the registered device of that name.
+func (s *Store) Device(name string) (Device, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d, ok := s.devices[name]
+	if !ok {
+		return Device{}, false
+	}
+	return *d, true
+}
+
+// Authenticate checks a device's key. It returns ErrUnknownDevice,
+// ErrDeviceDisabled or ErrWrongKey (wrapped) when the device may not connect.
+func (s *Store) Authenticate(name, key string) (Device, error) {
+	s.mu.RLock()
+	d, ok := s.devices[name]
+	var dev Device
+	if ok {
+		dev = *d
+	}
+	s.mu.RUnlock()
+	switch {
+	case !ok:
+		return Device{}, fmt.Errorf("device %q: %w", name, ErrUnknownDevice)
+	case subtle.ConstantTimeCompare([]byte(hashKey(key)), []byte(dev.keyHash)) != 1:
+		return Device{}, fmt.Errorf("device %q: %w", name, ErrWrongKey)
+	case dev.Status != Enabled:
+		return Device{}, fmt.Errorf("device %q: %w", name, ErrDeviceDisabled)
+	}
+	return dev, nil
+}
+
+// DeviceName returns the name of a device id, or "" if there is none.
+func (s *Store) DeviceName(id int32) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, d := range s.devices {
+		if d.ID == id {
+			return d.Name
+		}
+	}
+	return ""
+}
+
+var metricName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$`)
+
+// ValidMetricName reports whether name can be a metric: 1–64 characters
+// from letters, digits and _ . : -, starting with a letter or underscore.
+func ValidMetricName(name string) bool { return metricName.MatchString(name) }
+
+// MetricID returns the integer key of a metric name, registering the name on
+// first use.
+func (s *Store) MetricID(ctx context.Context, name string) (int16, error) {
+	s.mu.RLock()
+	id, ok := s.metrics[name]
+	s.mu.RUnlock()
+	if ok {
+		return id, nil
+	}
+	if !ValidMetricName(name) {
+		return 0, fmt.Errorf("metric %q: a metric name is 1-64 letters, digits or _ . : - and starts with a letter or _", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id, ok := s.metrics[name]; ok {
+		return id, nil
+	}
+	if len(s.metricIDs) >= 1<<15-1 {
+		return 0, fmt.Errorf("metric %q: the store already holds %d metric names, the most it can", name, len(s.metricIDs))
+	}
+	id = int16(len(s.metricIDs))
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO metrics VALUES (?, ?)`, id, name); err != nil {
+		return 0, fmt.Errorf("register metric %q: %w", name, err)
+	}
+	s.metrics[name] = id
+	s.metricIDs = append(s.metricIDs, name)
+	return id, nil
+}
+
+// MetricName returns the name of a metric id, or "" if there is none.
+func (s *Store) MetricName(id int16) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if id < 0 || int(id) >= len(s.metricIDs) {
+		return ""
+	}
+	return s.metricIDs[id]
+}
+
+// DeadLetter is telemetry that could not be stored, kept with the reason.
+type DeadLetter struct {
+	Received time.Time
+	DeviceID int32 // 0 when the device is not known
+	Device   string
+	Source   string // where it came from, e.g. the MQTT topic
+	Reason   string
+	Body     []byte
+}
+
+// Batch is what one commit writes: readings in the TelemetrySchema and the
+// dead letters of the same messages.
+type Batch struct {
+	// Readings may be nil. The Store does not release it.
+	Readings    arrow.RecordBatch
+	DeadLetters []DeadLetter
+}
+
+// Commit writes a batch in one transaction: readings in bulk through
+// DuckDB's Arrow scan (never row by row) and dead letters beside them. When
+// Commit returns nil every row is durable; on error none is.
+func (s *Store) Commit(ctx context.Context, b Batch) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	err := s.writer.Raw(func(dc any) error {
+		conn, ok := dc.(driver.ExecerContext)
+		if !ok {
+			return errors.New("duckdb connection cannot execute")
+		}
+		if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION", nil); err != nil {
+			return err
+		}
+		if err := commitBody(ctx, dc.(driver.Conn), conn, b); err != nil {
+			_, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK", nil)
+			return errors.Join(err, rbErr)
+		}
+		_, err := conn.ExecContext(ctx, "COMMIT", nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("commit batch: %w", err)
+	}
+	return nil
+}
+
+func commitBody(ctx context.Context, dc driver.Conn, conn driver.ExecerContext, b Batch) error {
+	if b.Readings != nil && b.Readings.NumRows() > 0 {
+		if !b.Readings.Schema().Equal(TelemetrySchema) {
+			return fmt.Errorf("readings schema %s is not the telemetry schema", b.Readings.Schema())
+		}
+		ar, err := duckdb.NewArrowFromConn(dc)
+		if err != nil {
+			return err
+		}
+		rdr, err := array.NewRecordReader(TelemetrySchema, []arrow.RecordBatch{b.Readings})
+		if err != nil {
+			return err
+		}
+		defer rdr.Release()
+		release, err := ar.RegisterView(rdr, "vigil_batch")
+		if err != nil {
+			return err
+		}
+		defer release()
+		if _, err := conn.ExecContext(ctx, "INSERT INTO telemetry SELECT * FROM vigil_batch", nil); err != nil {
+			return err
+		}
+	}
+	for _, d := range b.DeadLetters {
+		var dev any
+		if d.DeviceID != 0 {
+			dev = d.DeviceID
+		}
+		args := []driver.NamedValue{
+			{Ordinal: 1, Value: d.Received.UTC()}, {Ordinal: 2, Value: dev}, {Ordinal: 3, Value: d.Device},
+			{Ordinal: 4, Value: d.Source}, {Ordinal: 5, Value: d.Reason}, {Ordinal: 6, Value: d.Body},
+		}
+		if _, err := conn.ExecContext(ctx, "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)", args); err != nil {
+			return fmt.Errorf("dead letter: %w", err)
+		}
+	}
+	return nil
+}
