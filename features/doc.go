@@ -6,5 +6,22 @@
 // live pipeline calls Update as readings are committed; training, evaluation
 // and `vigil score` call the very same Update over stored history, so there is
 // no second implementation that could drift from the first (no train/serve
-// skew).
+// skew). Eval is that offline form: it replays a stored series (timestamps and
+// values) through a feature and returns the column of its values; a parity
+// test checks, on real NAB series, that online and offline values are equal
+// and agree within 1e-9 with a from-scratch computation of each definition.
+//
+// The features:
+//
+//   - EWMA (TimedEWMA as a Stream): exponentially weighted mean and variance.
+//   - Moments: mean and variance with equal weights up to a horizon and
+//     exponential forgetting after it.
+//   - Window: rolling mean, standard deviation, minimum, maximum, quantiles,
+//     median and MAD over the last n readings.
+//   - Rate: rate of change per second between consecutive readings.
+//   - Seasonal: a baseline per hour of the day or hour of the week.
+//   - Gap: time since the previous reading.
+//
+// Update never allocates once a feature is built. None of the types is safe
+// for concurrent use; each series owns its own.
 package features

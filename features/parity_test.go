@@ -207,3 +207,21 @@ func TestParity(t *testing.T) {
 		})
 	}
 }
+
+// TestSeasonBucket checks the arithmetic bucket against the calendar.
+func TestSeasonBucket(t *testing.T) {
+	t0 := time.Date(1969, 12, 25, 0, 30, 0, 0, time.UTC)
+	for i := range 24 * 30 {
+		ts := t0.Add(time.Duration(i)*time.Hour + time.Duration(i%7)*time.Minute)
+		if got, want := HourOfDay.Bucket(ts), ts.Hour(); got != want {
+			t.Fatalf("%v: hour bucket %d, want %d", ts, got, want)
+		}
+		if got, want := HourOfWeek.Bucket(ts), int(ts.Weekday())*24+ts.Hour(); got != want {
+			t.Fatalf("%v: week bucket %d, want %d", ts, got, want)
+		}
+	}
+	zoned := time.Date(2026, 3, 1, 23, 30, 0, 0, time.FixedZone("X", -5*3600))
+	if got, want := HourOfWeek.Bucket(zoned), int(zoned.UTC().Weekday())*24+zoned.UTC().Hour(); got != want {
+		t.Fatalf("zoned time: bucket %d, want %d", got, want)
+	}
+}

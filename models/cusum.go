@@ -29,12 +29,17 @@ type CUSUMConfig struct {
 	MinStd float64 `json:"min_std"`
 }
 
-// DefaultCUSUMConfig returns the parameters used when none are given: k = 0.5
-// and h = 5, which detect a one-sigma shift in about 10 readings with an
-// in-control average run length of about 465 (Montgomery, "Introduction to
-// Statistical Quality Control", 6th ed., 2009, section 9.1.3).
+// DefaultCUSUMConfig returns the parameters used when none are given: k = 1,
+// which tunes the chart to a two-sigma shift (the reference value is half
+// the shift, Montgomery, "Introduction to Statistical Quality Control",
+// 6th ed., 2009, chapter 9), and h = 12, far wider than the textbook
+// h = 5 because the reference level and scale are estimated from a short
+// window, which makes false alarms much more frequent than the textbook's
+// known-parameter run lengths (Jensen et al., "Effects of parameter
+// estimation on control chart properties", J. Quality Technology 38(4),
+// 2006), and a fleet of thousands of series cannot afford them.
 func DefaultCUSUMConfig() CUSUMConfig {
-	return CUSUMConfig{Window: 64, WarmUp: 16, K: 0.5, H: 5, MinStd: 1e-3}
+	return CUSUMConfig{Window: 128, WarmUp: 128, K: 1, H: 12, MinStd: 1e-3}
 }
 
 // Validate reports the first parameter that is out of range.
@@ -56,8 +61,8 @@ func (c CUSUMConfig) Validate() error {
 
 // CUSUM detects a change point, a sustained shift of the level, with Page's
 // two-sided cumulative sum (Page, "Continuous inspection schemes",
-// Biometrika 41(1/2), 1954, section 2; the tabular form of Montgomery,
-// section 9.1.2):
+// Biometrika 41(1/2), 1954; the tabular form of Montgomery,
+// chapter 9):
 //
 //	S⁺ = max(0, S⁺ + u - K)   S⁻ = max(0, S⁻ - u - K)
 //

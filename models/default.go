@@ -5,8 +5,8 @@ import "encoding/json"
 // defaultEnsembleConfig returns the members of the default ensemble.
 func defaultEnsembleConfig() EnsembleConfig {
 	return EnsembleConfig{Members: []Spec{
-		{Kind: KindTail, Params: json.RawMessage(`{"model":{"kind":"seasonal"},"learn":"clip"}`)},
-		{Kind: KindTail, Params: json.RawMessage(`{"model":{"kind":"ewma_z"},"learn":"clip"}`)},
+		{Kind: KindTail, Params: json.RawMessage(`{"model":{"kind":"seasonal","params":{"clip":2}}}`)},
+		{Kind: KindTail, Params: json.RawMessage(`{"model":{"kind":"ewma_z"}}`)},
 	}}
 }
 

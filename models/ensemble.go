@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,9 +72,13 @@ func (e *Ensemble) Update(ts time.Time, x float64) Score {
 }
 
 // ensembleFactory builds an Ensemble from JSON params; empty params mean
-// DefaultSpec's members.
+// DefaultSpec's members. Members given in params replace the default ones
+// as a whole.
 func ensembleFactory(p json.RawMessage) (Detector, error) {
 	cfg := defaultEnsembleConfig()
+	if len(bytes.TrimSpace(p)) > 0 {
+		cfg = EnsembleConfig{}
+	}
 	if err := decodeParams(KindEnsemble, p, &cfg); err != nil {
 		return nil, err
 	}
@@ -86,11 +91,5 @@ func ensembleFactory(p json.RawMessage) (Detector, error) {
 func init() {
 	factories[KindLikelihood] = likelihoodFactory
 	factories[KindEnsemble] = ensembleFactory
-	factories[KindTail] = func(p json.RawMessage) (Detector, error) {
-		cfg := DefaultTailConfig()
-		if err := decodeParams(KindTail, p, &cfg); err != nil {
-			return nil, err
-		}
-		return NewTail(cfg)
-	}
+	factories[KindTail] = tailFactory
 }

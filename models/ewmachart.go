@@ -30,11 +30,16 @@ type EWMAChartConfig struct {
 }
 
 // DefaultEWMAChartConfig returns the parameters used when none are given:
-// λ = 0.1 and L = 2.7, whose in-control average run length is about 500
-// (Lucas and Saccucci, "Exponentially weighted moving average control
-// schemes", Technometrics 32(1), 1990, table 3).
+// λ = 0.1 and L = 5, far wider than the textbook L = 2.7 (in-control average
+// run length about 500, Lucas and Saccucci, "Exponentially weighted moving
+// average control schemes", Technometrics 32(1), 1990) because the
+// reference level and scale are estimated from a short window, which makes
+// false alarms much more frequent than with known parameters (Jensen et
+// al., "Effects of parameter estimation on control chart properties", J.
+// Quality Technology 38(4), 2006), and a fleet of thousands of series
+// cannot afford them.
 func DefaultEWMAChartConfig() EWMAChartConfig {
-	return EWMAChartConfig{Window: 64, WarmUp: 16, Lambda: 0.1, L: 2.7, MinStd: 1e-3}
+	return EWMAChartConfig{Window: 128, WarmUp: 128, Lambda: 0.1, L: 5, MinStd: 1e-3}
 }
 
 // Validate reports the first parameter that is out of range.
@@ -56,7 +61,7 @@ func (c EWMAChartConfig) Validate() error {
 
 // EWMAChart is Roberts' exponentially weighted moving average control chart
 // (Roberts, "Control chart tests based on geometric moving averages",
-// Technometrics 1(3), 1959; limits as in Lucas and Saccucci 1990, section 2):
+// Technometrics 1(3), 1959; limits as in Lucas and Saccucci 1990):
 // the statistic z = λu + (1-λ)z, over the standardised residual u of each
 // reading against the median and MAD of the preceding Window readings, is
 // compared with L·sqrt(λ/(2-λ)), its asymptotic standard deviation times L.

@@ -34,7 +34,7 @@ type RobustZConfig struct {
 
 // DefaultRobustZConfig returns the parameters used when none are given.
 func DefaultRobustZConfig() RobustZConfig {
-	return RobustZConfig{Window: 64, WarmUp: 16, Z: 6, MinStd: 1e-3}
+	return RobustZConfig{Window: 128, WarmUp: 32, Z: 6, MinStd: 1e-3}
 }
 
 // Validate reports the first parameter that is out of range.
@@ -55,7 +55,7 @@ func (c RobustZConfig) Validate() error {
 // RobustZ scores a reading by its distance from the median of the last
 // Window readings in units of their median absolute deviation, the
 // "modified z-score" of Iglewicz and Hoaglin ("How to Detect and Handle
-// Outliers", ASQC Basic References in Quality Control 16, 1993, section 3.2),
+// Outliers", ASQC Basic References in Quality Control 16, 1993),
 // whose breakdown point makes it insensitive to the outliers it is looking
 // for (Hampel, "The influence curve and its role in robust estimation",
 // JASA 69(346), 1974; Leys et al., "Detecting outliers: do not use standard

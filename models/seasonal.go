@@ -75,7 +75,7 @@ func (c SeasonalConfig) Validate() error {
 // the mean of past readings at the same hour of the day (or of the week),
 // in units of the typical residual. It is the seasonal-decomposition idea
 // of Hochenbaum, Vallis and Kejariwal ("Automatic anomaly detection in the
-// cloud via statistical learning", arXiv:1704.07706, 2017, section 3.1:
+// cloud via statistical learning", arXiv:1704.07706, 2017:
 // remove the seasonal component, then test the residual) with the seasonal
 // component kept online per bucket (see features.Seasonal) instead of by STL.
 // A load that is normal at noon but not at 3 a.m. is caught here, and a

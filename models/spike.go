@@ -19,7 +19,9 @@ type SpikeConfig struct {
 	// (at most Window).
 	WarmUp int `json:"warm_up"`
 	// K is the fence multiplier: a reading K interquartile ranges beyond
-	// the upper or lower quartile scores 0.5 (Tukey's "far out" is 3).
+	// the upper or lower quartile scores 0.5. Tukey's "far out" is 3; the
+	// default is a little wider because the quartiles are estimated from a
+	// short window.
 	K float64 `json:"k"`
 	// MinIQR floors the interquartile range, so a flat series does not turn
 	// the smallest change into a spike.
@@ -28,7 +30,7 @@ type SpikeConfig struct {
 
 // DefaultSpikeConfig returns the parameters used when none are given.
 func DefaultSpikeConfig() SpikeConfig {
-	return SpikeConfig{Window: 64, WarmUp: 16, K: 3, MinIQR: 1e-3}
+	return SpikeConfig{Window: 128, WarmUp: 32, K: 3.5, MinIQR: 1e-3}
 }
 
 // Validate reports the first parameter that is out of range.
@@ -49,7 +51,7 @@ func (c SpikeConfig) Validate() error {
 // Spike detects spikes and dips: readings beyond Tukey's fences of the
 // recent past, Q3 + K·IQR above or Q1 - K·IQR below, with the quartiles
 // taken over the last Window readings (Tukey, "Exploratory Data Analysis",
-// Addison-Wesley 1977, section 2H, "fences"). Unlike a z-score it needs no
+// Addison-Wesley 1977, the "inner and outer fences"). Unlike a z-score it needs no
 // symmetry: a series that sits near a floor and jumps up (CPU load, request
 // counts) is fenced on each side by its own quartile.
 //

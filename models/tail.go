@@ -1,11 +1,10 @@
 package models
 
 import (
-	"container/heap"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"time"
 )
 
@@ -14,32 +13,34 @@ const KindTail = "tail"
 
 // TailConfig sets the parameters of a Tail post-processor.
 type TailConfig struct {
-	// Model is the detector whose deviations are judged.
+	// Model is the detector whose deviations are judged; its
+	// Score.Deviation is what the tail is fitted to.
 	Model Spec `json:"model"`
 	// Top is how many of the largest past deviations the tail is fitted to.
 	Top int `json:"top"`
-	// WarmUp is how many readings are seen before any is scored.
+	// WarmUp is how many deviations are learned before any is scored
+	// (at least Top).
 	WarmUp int `json:"warm_up"`
-	// Floor is the smallest tail scale, in units of log(1+|deviation|).
+	// Guard is how many readings a deviation waits before it is learned, so
+	// the first readings of a fault are judged against the tail as it was
+	// before the fault.
+	Guard int `json:"guard"`
+	// Floor is the smallest tail scale, in units of log(1+|deviation|); it
+	// keeps a very regular series from calling a small wobble impossible.
 	Floor float64 `json:"floor"`
-	// Decay is how fast, in tail scales per reading, the memory of a recent
-	// peak fades; 0 disables suppression.
-	Decay float64 `json:"decay"`
-	// Short averages the deviation over this many recent readings before
-	// judging it (1 judges each reading alone).
-	Short int `json:"short"`
-	// Alarm is the tail probability that scores 0.5; the score is
+	// Alarm is the tail probability that scores 0.5. The score is
 	// 0.5·log(p)/log(Alarm), capped at 1 (reached at p = Alarm²).
 	Alarm float64 `json:"alarm"`
-	Learn string `json:"learn"`
 }
 
-// DefaultTailConfig returns the parameters used when none are given.
+// DefaultTailConfig returns the parameters used when none are given. The
+// wrapped model defaults to seasonal.
 func DefaultTailConfig() TailConfig {
-	return TailConfig{Model: Spec{Kind: KindRobustZ}, Top: 32, WarmUp: 150, Floor: 0.05, Short: 1, Alarm: 1e-5}
+	return TailConfig{Model: Spec{Kind: KindSeasonal}, Top: 32, WarmUp: 150, Guard: 10, Floor: 0.05, Alarm: 1e-5}
 }
 
-// Validate reports the first parameter that is out of range.
+// Validate reports the first parameter that is out of range. It does not
+// build the wrapped model; NewTail does.
 func (c TailConfig) Validate() error {
 	switch {
 	case c.Model.Kind == KindTail:
@@ -48,40 +49,86 @@ func (c TailConfig) Validate() error {
 		return errors.New("tail: top must be at least 2")
 	case c.WarmUp < c.Top:
 		return errors.New("tail: warm_up must be at least top")
+	case c.Guard < 0:
+		return errors.New("tail: guard must not be negative")
 	case !(c.Floor > 0):
 		return errors.New("tail: floor must be positive")
+	case !(c.Alarm > 0 && c.Alarm < 1):
+		return errors.New("tail: alarm must be in (0, 1)")
+	}
+	if _, ok := factories[c.Model.Kind]; !ok {
+		return fmt.Errorf("tail: unknown model kind %q", c.Model.Kind)
 	}
 	return nil
 }
 
-// minHeap holds the largest deviations seen, smallest on top.
-type minHeap []float64
-
-func (h minHeap) Len() int           { return len(h) }
-func (h minHeap) Less(i, j int) bool { return h[i] < h[j] }
-func (h minHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *minHeap) Push(x any)        { *h = append(*h, x.(float64)) }
-func (h *minHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
-// Tail judges how extreme a deviation is for this series.
+// Tail turns the deviations of another detector into a per-series
+// calibrated score: the probability, under the tail of this series' own
+// past deviations, of a deviation at least as large as the current one.
+// It is the peaks-over-threshold method of SPOT (Siffer, Fouque, Termier and
+// Largouët, "Anomaly detection in streams with extreme value theory", KDD
+// 2017: the POT approach and its streaming form) with the exponential member of the generalised
+// Pareto family (shape 0, by the Pickands-Balkema-de Haan theorem the tail
+// of most light- and heavy-tailed laws once taken on a log scale): with v =
+// log(1+|deviation|), u the smallest of the Top largest past v and β their
+// mean excess over u,
+//
+//	P(V > v) ≈ (Top/n) · exp(-(v-u)/β)   for v > u.
+//
+// A raw z-score means different things on different series (6σ is routine
+// on a bursty request count and unheard of on a thermostat); this score
+// means the same on all of them, so one threshold fits a fleet. A deviation
+// is learned Guard readings late, like the guard cells of a CFAR radar
+// detector (Finn and Johnson, "Adaptive detection mode with threshold
+// control as a function of spatially sampled clutter-level estimates", RCA
+// Review 29, 1968), so a growing fault does not raise the tail it is judged
+// against while it grows.
+//
+// Update allocates nothing; the state is the Top largest deviations and
+// the Guard latest ones.
 type Tail struct {
 	cfg   TailConfig
 	inner Detector
 	top   minHeap
 	sum   float64
 	n     int
-	peak  float64
-	ring  []float64
-	head  int
-	rsum  float64
+	guard []float64
+	ghead int
 }
 
 var _ Detector = (*Tail)(nil)
+
+// minHeap holds the largest deviations seen, smallest at index 0. It is a
+// plain binary heap on a float64 slice, without container/heap's interface
+// calls, because Tail updates it on the hot path.
+type minHeap []float64
+
+// init orders h as a heap.
+func (h minHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// down restores the heap order below i after h[i] grew.
+func (h minHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h[r] < h[l] {
+			m = r
+		}
+		if h[i] <= h[m] {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
 
 // NewTail returns a Tail post-processor around the model its configuration
 // names.
@@ -93,57 +140,75 @@ func NewTail(cfg TailConfig) (*Tail, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
 	}
-	return &Tail{cfg: cfg, inner: inner, top: make(minHeap, 0, cfg.Top)}, nil
+	return &Tail{
+		cfg:   cfg,
+		inner: inner,
+		top:   make(minHeap, 0, cfg.Top),
+		guard: make([]float64, 0, cfg.Guard),
+	}, nil
 }
 
 // Update scores x with the wrapped detector and returns the tail score of
-// its deviation.
+// its deviation, with the wrapped detector's explanation.
 func (d *Tail) Update(ts time.Time, x float64) Score {
 	s := d.inner.Update(ts, x)
+	s.Value = 0
 	if !finite(x) || !finite(s.Deviation) {
-		s.Value = 0
 		return s
 	}
 	v := math.Log1p(math.Abs(s.Deviation))
-	if d.cfg.Short > 1 {
-		if len(d.ring) < d.cfg.Short {
-			d.ring = append(d.ring, v)
-			d.rsum += v
-		} else {
-			d.rsum += v - d.ring[d.head]
-			d.ring[d.head] = v
-			d.head = (d.head + 1) % len(d.ring)
-		}
-		v = d.rsum / float64(len(d.ring))
-	}
-	s.Value = 0
 	if d.n >= d.cfg.WarmUp {
 		u := d.top[0]
-		beta := math.Max(d.sum/float64(len(d.top))-u, d.cfg.Floor)
-		// log P(V > v) = log(k/n) - (v-u)/beta for v > u.
-		if v > u && (d.cfg.Decay == 0 || v > d.peak) {
-			logp := math.Log(float64(len(d.top))/float64(d.n)) - (v-u)/beta
+		if v > u {
+			k := float64(len(d.top))
+			beta := math.Max(d.sum/k-u, d.cfg.Floor)
+			logp := math.Log(k/float64(d.n)) - (v-u)/beta
 			s.Value = math.Min(1, 0.5*logp/math.Log(d.cfg.Alarm))
 		}
-		d.peak = math.Max(v, d.peak-d.cfg.Decay*beta)
 	}
-	d.n++
-	if s.Value > 0.5 && d.cfg.Learn == "clip" {
-		// Learn an alarm only as far as the alarm level, so that a
-		// fault cannot raise the tail it is judged against.
-		u := d.top[0]
-		beta := math.Max(d.sum/float64(len(d.top))-u, d.cfg.Floor)
-		v = u + beta*(math.Log(float64(len(d.top))/float64(d.n-1))-math.Log(d.cfg.Alarm))
+	if d.cfg.Guard > 0 {
+		if len(d.guard) < d.cfg.Guard {
+			d.guard = append(d.guard, v)
+			return s
+		}
+		v, d.guard[d.ghead] = d.guard[d.ghead], v
+		d.ghead++
+		if d.ghead == len(d.guard) {
+			d.ghead = 0
+		}
 	}
-	if len(d.top) < d.cfg.Top {
-		heap.Push(&d.top, v)
-		d.sum += v
-	} else if v > d.top[0] {
-		d.sum += v - d.top[0]
-		d.top[0] = v
-		heap.Fix(&d.top, 0)
-	}
+	d.learn(v)
 	return s
 }
 
-var _ = sort.Float64s
+// learn folds a past deviation into the top-Top set.
+func (d *Tail) learn(v float64) {
+	d.n++
+	switch {
+	case len(d.top) < d.cfg.Top:
+		d.top = append(d.top, v)
+		d.sum += v
+		if len(d.top) == d.cfg.Top {
+			d.top.init()
+		} else {
+			// Keep the minimum at index 0 until the heap is built.
+			if v < d.top[0] {
+				last := len(d.top) - 1
+				d.top[0], d.top[last] = d.top[last], d.top[0]
+			}
+		}
+	case v > d.top[0]:
+		d.sum += v - d.top[0]
+		d.top[0] = v
+		d.top.down(0)
+	}
+}
+
+// tailFactory builds a Tail from JSON params.
+func tailFactory(p json.RawMessage) (Detector, error) {
+	cfg := DefaultTailConfig()
+	if err := decodeParams(KindTail, p, &cfg); err != nil {
+		return nil, err
+	}
+	return NewTail(cfg)
+}

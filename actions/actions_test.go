@@ -1,0 +1,177 @@
+package actions
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// sender records commands; devices listed in offline refuse them.
+type sender struct {
+	sent    []gateway.Command
+	offline map[string]bool
+}
+
+func (s *sender) Send(_ context.Context, c gateway.Command) error {
+	if s.offline[c.Device] {
+		return gateway.ErrDeviceOffline
+	}
+	s.sent = append(s.sent, c)
+	return nil
+}
+
+type fixture struct {
+	st    *store.Store
+	dir   string
+	send  *sender
+	ctrl  *Controller
+	clock time.Time
+	temp  int16
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{st: st, dir: dir, send: &sender{offline: map[string]bool{}}, clock: time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)}
+	f.temp, _ = st.MetricID(context.Background(), "temperature")
+	f.ctrl = f.controller(t)
+	return f
+}
+
+func (f *fixture) controller(t *testing.T) *Controller {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Cooldown, cfg.TTL, cfg.RecoveryWindow = 30*time.Second, 10*time.Second, 60*time.Second
+	c, err := New(context.Background(), cfg, f.st, f.send, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return f.clock }
+	return c
+}
+
+func (f *fixture) anomaly(dev int32, metric int16) store.Anomaly {
+	return store.Anomaly{ID: 1, DeviceID: dev, MetricID: metric, TS: f.clock}
+}
+
+func (f *fixture) row(t *testing.T, id int64) (state, verification string) {
+	t.Helper()
+	if err := f.st.DB().QueryRow(`SELECT state, verification FROM commands WHERE id = ?`, id).Scan(&state, &verification); err != nil {
+		t.Fatal(err)
+	}
+	return state, verification
+}
+
+func TestRuleAndCooldown(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	hum, _ := f.st.MetricID(ctx, "humidity")
+	if cmd, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, hum), "d1", "humidity"); cmd != nil {
+		t.Fatal("a metric without a rule produced a command")
+	}
+	cmd, err := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature")
+	if err != nil || cmd == nil || cmd.State != store.CommandSent {
+		t.Fatalf("first anomaly: %+v %v", cmd, err)
+	}
+	if len(f.send.sent) != 1 || f.send.sent[0].Name != "reduce_load" || string(f.send.sent[0].Payload) != `{"percent":30}` || f.send.sent[0].Device != "d1" {
+		t.Fatalf("sent %+v", f.send.sent)
+	}
+	f.clock = f.clock.Add(29 * time.Second)
+	if again, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature"); again != nil {
+		t.Fatal("a second command inside the cooldown")
+	}
+	if other, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(2, f.temp), "d2", "temperature"); other == nil {
+		t.Fatal("the cooldown of one device blocked another")
+	}
+	f.clock = f.clock.Add(2 * time.Second)
+	if later, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature"); later == nil {
+		t.Fatal("no command after the cooldown")
+	}
+	if s := f.ctrl.Stats(); s.Sent != 3 || s.Suppressed != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestAckMovesLifecycle(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cmd, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature")
+	id := f.send.sent[0].ID
+	if err := f.ctrl.HandleAck(ctx, gateway.Ack{Device: gateway.Device{ID: 2, Name: "d2"}, CommandID: id, Status: gateway.AckCompleted}); !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("ack by another device: %v", err)
+	}
+	if err := f.ctrl.HandleAck(ctx, gateway.Ack{Device: gateway.Device{ID: 1, Name: "d1"}, CommandID: id, Status: "maybe"}); err == nil {
+		t.Fatal("an unknown ack status was accepted")
+	}
+	if err := f.ctrl.HandleAck(ctx, gateway.Ack{Device: gateway.Device{ID: 1, Name: "d1"}, CommandID: id, Status: gateway.AckCompleted, Received: f.clock}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.row(t, cmd.ID); st != "acknowledged" {
+		t.Fatalf("state %s, want acknowledged", st)
+	}
+	if err := f.ctrl.HandleAck(ctx, gateway.Ack{Device: gateway.Device{ID: 1, Name: "d1"}, CommandID: id, Status: gateway.AckCompleted}); err == nil {
+		t.Fatal("a second ack was accepted")
+	}
+}
+
+func TestExpiryAndVerification(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	healed, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature")
+	stuck, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(2, f.temp), "d2", "temperature")
+	f.send.offline["d3"] = true
+	failed, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(3, f.temp), "d3", "temperature")
+
+	f.clock = f.clock.Add(11 * time.Second) // past the TTL, inside the recovery window
+	if err := f.ctrl.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, v := f.row(t, stuck.ID); st != "expired" || v != "pending" {
+		t.Fatalf("unacknowledged command: %s/%s, want expired/pending", st, v)
+	}
+	if err := f.ctrl.OnRecovered(ctx, 1, f.temp, f.clock); err != nil {
+		t.Fatal(err)
+	}
+	if _, v := f.row(t, healed.ID); v != "recovered" {
+		t.Fatalf("device 1: %s, want recovered", v)
+	}
+	f.clock = f.clock.Add(60 * time.Second) // past the recovery window
+	f.ctrl.Tick(ctx)
+	if _, v := f.row(t, stuck.ID); v != "not_recovered" {
+		t.Fatalf("device 2: %s, want not_recovered", v)
+	}
+	if st, _ := f.row(t, failed.ID); st != "failed" {
+		t.Fatalf("command to an offline device: %s, want failed", st)
+	}
+	s := f.ctrl.Stats()
+	if s.Recovered != 1 || s.NotRecovered != 1 || s.Expired != 2 || s.Failed != 1 || s.DevicesHealed != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestResumeAfterRestart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cmd, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature")
+	restarted := f.controller(t) // a new process over the same store
+	if c, _ := restarted.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature"); c != nil {
+		t.Fatal("the cooldown was forgotten across a restart")
+	}
+	if err := restarted.HandleAck(ctx, gateway.Ack{Device: gateway.Device{ID: 1}, CommandID: f.send.sent[0].ID, Status: gateway.AckCompleted}); err != nil {
+		t.Fatalf("ack after restart: %v", err)
+	}
+	if st, _ := f.row(t, cmd.ID); st != "acknowledged" {
+		t.Fatalf("state %s", st)
+	}
+}

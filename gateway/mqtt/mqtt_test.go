@@ -1,0 +1,193 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/sim"
+)
+
+// keys is a fixed registry: device name → key; "off" is disabled.
+type keys map[string]string
+
+func (k keys) AuthenticateDevice(name, key string) (gateway.Device, error) {
+	want, ok := k[name]
+	switch {
+	case !ok:
+		return gateway.Device{}, gateway.ErrUnknownDevice
+	case name == "off":
+		return gateway.Device{}, gateway.ErrDeviceDisabled
+	case key != want:
+		return gateway.Device{}, gateway.ErrWrongKey
+	}
+	return gateway.Device{ID: int32(len(name)), Name: name}, nil
+}
+
+// heldSink hands every message to the test, which settles it.
+type heldSink chan gateway.Message
+
+func (s heldSink) Submit(_ context.Context, m gateway.Message) error { s <- m; return nil }
+
+type ackSink chan gateway.Ack
+
+func (s ackSink) HandleAck(_ context.Context, a gateway.Ack) error { s <- a; return nil }
+
+func start(t *testing.T) (*Gateway, heldSink, ackSink) {
+	t.Helper()
+	sink, acks := make(heldSink, 16), make(ackSink, 16)
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	g := New(cfg, keys{"dev-1": "key-one-1", "dev-2": "key-two-2", "off": "key-off-0"}, sink, acks, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g, sink, acks
+}
+
+func connect(t *testing.T, g *Gateway, name, key string, onPublish func(*paho.Publish)) *paho.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := sim.Connect(ctx, g.Addr(), name, key, onPublish)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+func TestConnectionsRefused(t *testing.T) {
+	g, _, _ := start(t)
+	tests := []struct {
+		name, dev, key string
+		counter        func(Stats) int64
+	}{
+		{"unknown device", "dev-9", "key-one-1", func(s Stats) int64 { return s.RefusedUnknown }},
+		{"wrong key", "dev-1", "key-two-2", func(s Stats) int64 { return s.RefusedKey }},
+		{"disabled", "off", "key-off-0", func(s Stats) int64 { return s.RefusedOff }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.counter(g.Stats())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := sim.Connect(ctx, g.Addr(), tc.dev, tc.key, nil)
+			if err == nil {
+				c.Disconnect(&paho.Disconnect{})
+				t.Fatal("connection accepted")
+			}
+			if got := tc.counter(g.Stats()); got != before+1 {
+				t.Fatalf("counter %d, want %d", got, before+1)
+			}
+		})
+	}
+	if g.Stats().Connected != 0 {
+		t.Fatal("a refused device was counted as connected")
+	}
+}
+
+func TestPubackWaitsForSettle(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		settle  error
+		wantErr bool
+	}{{"stored", nil, false}, {"store failed", errors.New("disk full"), true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, sink, _ := start(t)
+			c := connect(t, g, "dev-1", "key-one-1", nil)
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Publish(context.Background(), &paho.Publish{QoS: 1, Topic: "devices/dev-1/messages/events/%24.mid=m-1&src=test", Payload: []byte(`{"t": 1}`)})
+				done <- err
+			}()
+			m := <-sink
+			if m.Device.Name != "dev-1" || m.Device.ID != 5 || m.ID != "m-1" || string(m.Body) != `{"t": 1}` {
+				t.Fatalf("message %+v", m)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("publish completed (%v) before the message was settled", err)
+			default:
+			}
+			m.Settle(tc.settle)
+			if err := <-done; (err != nil) != tc.wantErr {
+				t.Fatalf("publish returned %v, want error: %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestDeviceIsConfinedToItsTopics(t *testing.T) {
+	g, sink, _ := start(t)
+	c := connect(t, g, "dev-1", "key-one-1", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: "devices/dev-2/messages/events/", Payload: []byte(`{"t": 1}`)}); err == nil {
+		t.Fatal("dev-1 published as dev-2")
+	}
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "devices/dev-2/messages/devicebound/#", QoS: 1},
+		{Topic: "devices/+/messages/devicebound/#", QoS: 1},
+		{Topic: "devices/dev-1/messages/devicebound/#", QoS: 1},
+	}})
+	if err != nil && sa == nil {
+		t.Fatal(err)
+	}
+	if len(sa.Reasons) != 3 || sa.Reasons[0] < 0x80 || sa.Reasons[1] < 0x80 || sa.Reasons[2] >= 0x80 {
+		t.Fatalf("suback reasons %v: want the two foreign filters refused and the own one granted", sa.Reasons)
+	}
+	select {
+	case m := <-sink:
+		t.Fatalf("a denied publish reached the sink: %+v", m)
+	default:
+	}
+	if g.Stats().Denied != 3 {
+		t.Fatalf("denied %d, want 3", g.Stats().Denied)
+	}
+}
+
+func TestCommandRoundTrip(t *testing.T) {
+	g, _, acks := start(t)
+	got := make(chan *paho.Publish, 1)
+	c := connect(t, g, "dev-2", "key-two-2", func(p *paho.Publish) { got <- p })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := gateway.Command{ID: "42", Device: "dev-2", Name: "reduce_load", Payload: json.RawMessage(`{"percent":30}`)}
+	if err := g.Send(ctx, cmd); !errors.Is(err, gateway.ErrDeviceOffline) {
+		t.Fatalf("send before subscribing: %v, want ErrDeviceOffline", err)
+	}
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev-2/messages/devicebound/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Send(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	p := <-got
+	if !strings.HasPrefix(p.Topic, "devices/dev-2/messages/devicebound/") || !strings.Contains(p.Topic, "%24.mid=42") {
+		t.Fatalf("command topic %q", p.Topic)
+	}
+	var body struct {
+		ID, Name string
+		Payload  map[string]int
+	}
+	if err := json.Unmarshal(p.Payload, &body); err != nil || body.ID != "42" || body.Name != "reduce_load" || body.Payload["percent"] != 30 {
+		t.Fatalf("command body %s (%v)", p.Payload, err)
+	}
+	if _, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.AckTopic("dev-2", "42", "completed"), Payload: []byte(`{"detail":"done"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	a := <-acks
+	if a.CommandID != "42" || a.Status != gateway.AckCompleted || a.Device.Name != "dev-2" || a.Detail != "done" {
+		t.Fatalf("ack %+v", a)
+	}
+}

@@ -1,0 +1,184 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/store"
+)
+
+func newStore(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func count(t *testing.T, s *store.Store, q string) int {
+	t.Helper()
+	var n int
+	if err := s.DB().QueryRow(q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestSettleOnlyAfterCommit checks the promise devices rely on: when a
+// message is settled, its readings are already in the store.
+func TestSettleOnlyAfterCommit(t *testing.T) {
+	s := newStore(t)
+	cfg := Config{MaxRows: 1_000_000, MaxDelay: 20 * time.Millisecond, Queue: 16}
+	b, err := NewBatcher(cfg, s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	settled := make(chan error, 1)
+	var seen int
+	err = b.Submit(context.Background(), gateway.Message{
+		Device: gateway.Device{ID: 1, Name: "d1"}, Body: []byte(`{"a": 1, "b": 2}`), Received: time.Now(),
+		Settle: func(err error) {
+			// Runs on the batcher goroutine right after the commit.
+			seen = count(t, s, `SELECT count(*) FROM telemetry`)
+			settled <- err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	if seen != 2 {
+		t.Fatalf("at settle time the store held %d readings, want 2", seen)
+	}
+}
+
+// TestFlushBySize: with an hour-long delay, only the row limit can trigger
+// commits, so exactly the full batches are committed before Close.
+func TestFlushBySize(t *testing.T) {
+	s := newStore(t)
+	sizes := make(chan int64, 8)
+	observe := func(rec arrow.RecordBatch) {
+		sizes <- rec.NumRows()
+		rec.Release()
+	}
+	b, err := NewBatcher(Config{MaxRows: 10, MaxDelay: time.Hour, Queue: 64}, s, observe, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(12)
+	for i := 0; i < 12; i++ { // 12 messages × 2 readings
+		body := fmt.Sprintf(`{"a": %d, "b": %d}`, i, -i)
+		err := b.Submit(context.Background(), gateway.Message{Device: gateway.Device{ID: 1}, Body: []byte(body), Received: time.Now(), Settle: func(error) { wg.Done() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 24 readings: two full batches of 10 commit by size; 4 stay pending
+	// until Close, since the delay is an hour.
+	if a, b := <-sizes, <-sizes; a != 10 || b != 10 {
+		t.Fatalf("first batches have %d and %d rows, want 10 and 10", a, b)
+	}
+	select {
+	case n := <-sizes:
+		t.Fatalf("a batch of %d rows was committed before Close", n)
+	default:
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if got := count(t, s, `SELECT count(*) FROM telemetry`); got != 24 {
+		t.Fatalf("after close %d readings stored, want 24", got)
+	}
+	if n := <-sizes; n != 4 {
+		t.Fatalf("last batch has %d rows, want 4", n)
+	}
+	if err := b.Submit(context.Background(), gateway.Message{Body: []byte(`{"a":1}`)}); err != ErrClosed {
+		t.Fatalf("submit after close: %v", err)
+	}
+}
+
+// TestBadMessageIsDeadLetteredBesideGoodOnes: an invalid body in a batch is
+// stored as a dead letter with its reason and settled, and the valid
+// messages around it are stored as usual.
+func TestBadMessageIsDeadLetteredBesideGoodOnes(t *testing.T) {
+	s := newStore(t)
+	b, err := NewBatcher(Config{MaxRows: 1000, MaxDelay: time.Hour, Queue: 16}, s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := []string{`{"temperature": 70}`, `{"temperature": "hot"}`, `{"temperature": 71}`}
+	errs := make([]error, len(bodies))
+	var wg sync.WaitGroup
+	for i, body := range bodies {
+		wg.Add(1)
+		err := b.Submit(context.Background(), gateway.Message{
+			Device: gateway.Device{ID: 4, Name: "dev-4"}, Source: "devices/dev-4/messages/events/", Body: []byte(body), Received: time.Now(),
+			Settle: func(err error) { errs[i] = err; wg.Done() },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("message %d settled with %v", i, err)
+		}
+	}
+	if n := count(t, s, `SELECT count(*) FROM telemetry`); n != 2 {
+		t.Fatalf("%d readings stored, want 2", n)
+	}
+	var reason, device string
+	var body []byte
+	if err := s.DB().QueryRow(`SELECT reason, body, device FROM dead_letters`).Scan(&reason, &body, &device); err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != `{"temperature": "hot"}` || device != "dev-4" || reason != `metric "temperature" is a JSON string: values must be JSON numbers, e.g. {"temperature": 71.2}` {
+		t.Fatalf("dead letter: %q %q %q", device, body, reason)
+	}
+	if st := b.Stats(); st.DeadLetters != 1 || st.Messages != 3 || st.Readings != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// failingStore refuses every commit, as a full disk would.
+type failingStore struct{ *store.Store }
+
+func (failingStore) Commit(context.Context, store.Batch) error { return fmt.Errorf("disk full") }
+
+func TestCommitFailureSettlesWithError(t *testing.T) {
+	s := newStore(t)
+	b, err := NewBatcher(Config{MaxRows: 1, MaxDelay: time.Hour, Queue: 4}, failingStore{s}, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	b.Submit(context.Background(), gateway.Message{Body: []byte(`{"a": 1}`), Received: time.Now(), Settle: func(err error) { got <- err }})
+	if err := <-got; err == nil {
+		t.Fatal("a message was settled as stored although the commit failed")
+	}
+	b.Close(context.Background())
+	if st := b.Stats(); st.CommitErrors != 1 || st.Messages != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

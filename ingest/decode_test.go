@@ -1,0 +1,97 @@
+package ingest
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecode(t *testing.T) {
+	recv := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	ts := time.Date(2026, 11, 29, 4, 59, 58, 500000000, time.UTC)
+	tests := []struct {
+		name string
+		body string
+		want []Reading
+		err  string // substring of the reason; empty means valid
+	}{
+		{"object", `{"temperature": 71.2, "vibration": 0.31}`,
+			[]Reading{{recv, "temperature", 71.2}, {recv, "vibration", 0.31}}, ""},
+		{"object with ts", `{"ts": "2026-11-29T04:59:58.5Z", "rpm": 1200}`,
+			[]Reading{{ts, "rpm", 1200}}, ""},
+		{"ts with offset", `{"ts": "2026-11-29T05:59:58.5+01:00", "rpm": -3e2}`,
+			[]Reading{{ts, "rpm", -300}}, ""},
+		{"array", `[{"a": 1}, {"ts": "2026-11-29T04:59:58.5Z", "b": 2}]`,
+			[]Reading{{recv, "a", 1}, {ts, "b", 2}}, ""},
+		{"not json", `temperature=71`, nil, "not JSON"},
+		{"truncated", `{"temperature": 71`, nil, "not valid JSON"},
+		{"empty", ``, nil, "empty body"},
+		{"string value", `{"temperature": "hot"}`, nil, `metric "temperature" is a JSON string`},
+		{"bool value", `{"on": true}`, nil, `metric "on" is a JSON boolean`},
+		{"null value", `{"x": null}`, nil, `metric "x" is a JSON null`},
+		{"nested", `{"x": {"y": 1}}`, nil, `metric "x" is a JSON object`},
+		{"bad ts", `{"ts": "yesterday", "x": 1}`, nil, `"ts" "yesterday" is not an RFC 3339`},
+		{"numeric ts", `{"ts": 1732856400, "x": 1}`, nil, `"ts" is a JSON number`},
+		{"no readings", `{"ts": "2026-11-29T04:59:58Z"}`, nil, "no readings"},
+		{"scalar", `42`, nil, "body is a JSON number"},
+		{"array of scalars", `[1, 2]`, nil, "element 0 of the array is not an object"},
+		{"bad element", `[{"a": 1}, {"b": "x"}]`, nil, `element 1: metric "b" is a JSON string`},
+		{"empty array", `[]`, nil, "empty array"},
+		{"bad metric name", `{"temp rature": 1}`, nil, `metric name "temp rature" is not allowed`},
+		{"overflow", `{"x": 1e400}`, nil, "does not fit"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Decode([]byte(tc.body), recv)
+			if tc.err != "" {
+				var de *DecodeError
+				if !errors.As(err, &de) {
+					t.Fatalf("got %v (%v), want a DecodeError", got, err)
+				}
+				if !strings.Contains(de.Reason, tc.err) {
+					t.Fatalf("reason %q does not say %q", de.Reason, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if !got[i].TS.Equal(tc.want[i].TS) || got[i].Metric != tc.want[i].Metric || got[i].Value != tc.want[i].Value {
+					t.Fatalf("reading %d: got %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// FuzzDecode checks that no body crashes the decoder and that what it
+// accepts is well formed.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{"a": 1}`, `[{"ts": "2026-01-01T00:00:00Z", "b": 2.5}]`, `{"x": "y"}`, `[`, `{"ts": 1}`} {
+		f.Add([]byte(s))
+	}
+	recv := time.Unix(0, 0).UTC()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rs, err := Decode(body, recv)
+		if err != nil {
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Reason == "" {
+				t.Fatalf("error %v is not a DecodeError with a reason", err)
+			}
+			return
+		}
+		if len(rs) == 0 {
+			t.Fatal("accepted a body with no readings")
+		}
+		for _, r := range rs {
+			if r.Metric == "" || r.Metric == "ts" {
+				t.Fatalf("bad metric %q", r.Metric)
+			}
+		}
+	})
+}

@@ -1,0 +1,67 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkScore measures the default model (with the features it is built
+// on) over many (device, metric) series, as the Monitor drives it: readings
+// arrive round-robin across series, so each Update touches cold state.
+// It reports readings per second on one core and the bytes of state per
+// series. VIGIL_BENCH_SERIES sets the number of series (default 100,000).
+func BenchmarkScore(b *testing.B) {
+	nSeries := 100_000
+	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_SERIES")); err == nil && v > 0 {
+		nSeries = v
+	}
+	const period = 1024
+	rng := rand.New(rand.NewPCG(1, 2))
+	xs := make([]float64, period)
+	for i := range xs {
+		xs[i] = 50 + 10*math.Sin(2*math.Pi*float64(i)/period) + rng.NormFloat64()
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	dets := make([]Detector, nSeries)
+	for i := range dets {
+		dets[i] = mustNewB(b, DefaultSpec())
+	}
+	// Warm every series past its warm-up so the timed loop measures scoring.
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const warm = 200
+	for k := range warm {
+		ts := t0.Add(time.Duration(k) * time.Second)
+		for i, d := range dets {
+			d.Update(ts, xs[(i+k)%period])
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perSeries := float64(after.HeapAlloc-before.HeapAlloc) / float64(nSeries)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for n := 0; b.Loop(); n++ {
+		i := n % nSeries
+		k := warm + n/nSeries
+		dets[i].Update(t0.Add(time.Duration(k)*time.Second), xs[(i+k)%period])
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "readings/s")
+	b.ReportMetric(perSeries, "B/series")
+}
+
+func mustNewB(b *testing.B, spec Spec) Detector {
+	b.Helper()
+	d, err := New(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
+}

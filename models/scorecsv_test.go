@@ -1,0 +1,115 @@
+package models
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sampleCSV renders a synthetic series as ScoreCSV input, with a spike.
+func sampleCSV(layout string) string {
+	s := noisy(1200, 1000, 21, daily, spikeAt(1000, 15))
+	var b strings.Builder
+	b.WriteString("timestamp,value\n")
+	for i := range s.xs {
+		fmt.Fprintf(&b, "%s,%.4f\n", s.ts[i].Format(layout), s.xs[i])
+	}
+	return b.String()
+}
+
+func TestScoreCSV(t *testing.T) {
+	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02T15:04:05Z07:00"} {
+		t.Run(layout, func(t *testing.T) {
+			in := sampleCSV(layout)
+			var out1, out2 bytes.Buffer
+			if err := ScoreCSV(DefaultSpec(), strings.NewReader(in), &out1); err != nil {
+				t.Fatal(err)
+			}
+			if err := ScoreCSV(DefaultSpec(), strings.NewReader(in), &out2); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out1.Bytes(), out2.Bytes()) {
+				t.Fatal("two runs over the same input differ")
+			}
+			inRows := strings.Split(strings.TrimSuffix(in, "\n"), "\n")
+			outRows := strings.Split(strings.TrimSuffix(out1.String(), "\n"), "\n")
+			if len(outRows) != len(inRows) || outRows[0] != "timestamp,value,anomaly_score" {
+				t.Fatalf("%d output rows (header %q) for %d input rows", len(outRows), outRows[0], len(inRows))
+			}
+			for i := 1; i < len(inRows); i++ {
+				if !strings.HasPrefix(outRows[i], inRows[i]+",") {
+					t.Fatalf("row %d: %q does not start with the input row %q", i, outRows[i], inRows[i])
+				}
+			}
+			// The spike (data row 1000, line 1001) is the most anomalous row.
+			if !strings.Contains(outRows[1001], ",1") && !strings.Contains(outRows[1001], ",0.") {
+				t.Fatalf("spike row %q has no score", outRows[1001])
+			}
+		})
+	}
+}
+
+// TestScoreCSVGolden compares ScoreCSV's output on a fixed input with
+// testdata/score_default.golden.csv; run with VIGIL_UPDATE_GOLDEN=1 to
+// rewrite it after an intended change of the default model.
+func TestScoreCSVGolden(t *testing.T) {
+	var out bytes.Buffer
+	if err := ScoreCSV(DefaultSpec(), strings.NewReader(sampleCSV("2006-01-02 15:04:05")), &out); err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "score_default.golden.csv")
+	if os.Getenv("VIGIL_UPDATE_GOLDEN") != "" {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with VIGIL_UPDATE_GOLDEN=1 to create it)", err)
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Fatalf("output differs from %s; if the default model changed on purpose, rerun with VIGIL_UPDATE_GOLDEN=1", golden)
+	}
+}
+
+func TestScoreCSVErrors(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     error
+		contains string
+	}{
+		{"empty", "", ErrCSVHeader, ""},
+		{"bad timestamp", "timestamp,value\n2024-01-01 00:00:00,1\nyesterday,2\n", nil, "line 3"},
+		{"short row", "timestamp,value\n2024-01-01 00:00:00\n", nil, "line 2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ScoreCSV(DefaultSpec(), strings.NewReader(tc.in), &bytes.Buffer{})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.contains) {
+				t.Fatalf("error %v does not mention %q", err, tc.contains)
+			}
+		})
+	}
+	var out bytes.Buffer
+	in := "value,timestamp,extra\n1.5,2024-01-01 00:00:00,x\nNaN,2024-01-01 00:00:01,y\n,2024-01-01 00:00:02,z\n"
+	if err := ScoreCSV(Spec{Kind: KindRobustZ}, strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "timestamp,value,anomaly_score\n2024-01-01 00:00:00,1.5,0\n2024-01-01 00:00:01,NaN,0\n2024-01-01 00:00:02,,0\n"
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+}

@@ -1,0 +1,261 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
+type row struct {
+	ts     time.Time
+	dev    int32
+	metric int16
+	val    float64
+}
+
+func record(t *testing.T, rows []row) arrow.RecordBatch {
+	t.Helper()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, TelemetrySchema)
+	defer b.Release()
+	for _, r := range rows {
+		b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(r.ts.UnixMicro()))
+		b.Field(1).(*array.Int32Builder).Append(r.dev)
+		b.Field(2).(*array.Int16Builder).Append(r.metric)
+		b.Field(3).(*array.Float64Builder).Append(r.val)
+	}
+	return b.NewRecordBatch()
+}
+
+func TestDevicesPersistAndAuthenticate(t *testing.T) {
+	ctx := context.Background()
+	s, dir := openTemp(t)
+	d, err := s.AddDevice(ctx, "motor-1", "secret-key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddDevice(ctx, "motor-1", "other-key-1"); !errors.Is(err, ErrDeviceExists) {
+		t.Fatalf("second add: got %v, want ErrDeviceExists", err)
+	}
+	for _, bad := range []string{"", "a/b", "dev#1", "-dev", "x+y"} {
+		if _, err := s.AddDevice(ctx, bad, "secret-key-1"); err == nil {
+			t.Errorf("AddDevice(%q) accepted an invalid name", bad)
+		}
+	}
+	if _, err := s.AddDevice(ctx, "short", "1234"); err == nil {
+		t.Error("a 4-character key was accepted")
+	}
+	s.Close()
+
+	s2, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	tests := []struct {
+		name, dev, key string
+		want           error
+	}{
+		{"right key", "motor-1", "secret-key-1", nil},
+		{"wrong key", "motor-1", "secret-key-2", ErrWrongKey},
+		{"unknown", "motor-9", "secret-key-1", ErrUnknownDevice},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s2.Authenticate(tc.dev, tc.key)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if err == nil && got.ID != d.ID {
+				t.Fatalf("id %d after reopen, want %d", got.ID, d.ID)
+			}
+		})
+	}
+	if _, err := s2.SetDeviceStatus(ctx, "motor-1", Disabled); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Authenticate("motor-1", "secret-key-1"); !errors.Is(err, ErrDeviceDisabled) {
+		t.Fatalf("disabled device: got %v", err)
+	}
+	if _, err := s2.SetDeviceKey(ctx, "motor-1", "rotated-key"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.SetDeviceStatus(ctx, "motor-1", Enabled); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.Authenticate("motor-1", "secret-key-1"); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("old key after rotation: got %v", err)
+	}
+	if _, err := s2.Authenticate("motor-1", "rotated-key"); err != nil {
+		t.Fatalf("new key after rotation: %v", err)
+	}
+	var stored string
+	if err := s2.DB().QueryRow(`SELECT key_sha256 FROM devices`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored == "rotated-key" || len(stored) != 64 {
+		t.Fatalf("key column holds %q, want a SHA-256 hex digest", stored)
+	}
+}
+
+func TestMetricIDsAreStableAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	s, dir := openTemp(t)
+	a, _ := s.MetricID(ctx, "temperature")
+	b, _ := s.MetricID(ctx, "vibration")
+	if again, _ := s.MetricID(ctx, "temperature"); again != a || a == b {
+		t.Fatalf("ids temperature=%d (again %d) vibration=%d", a, again, b)
+	}
+	if _, err := s.MetricID(ctx, "bad name"); err == nil {
+		t.Fatal("a metric name with a space was accepted")
+	}
+	s.Close()
+	s2, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got, _ := s2.MetricID(ctx, "vibration"); got != b {
+		t.Fatalf("vibration id %d after reopen, want %d", got, b)
+	}
+	if s2.MetricName(a) != "temperature" {
+		t.Fatalf("MetricName(%d) = %q", a, s2.MetricName(a))
+	}
+}
+
+func TestCommitWritesReadingsAndDeadLettersTogether(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	dev, _ := s.AddDevice(ctx, "pump-7", "secret-key-7")
+	temp, _ := s.MetricID(ctx, "temperature")
+	t0 := time.Date(2026, 11, 29, 4, 0, 0, 123456000, time.UTC)
+	rec := record(t, []row{{t0, dev.ID, temp, 71.5}, {t0.Add(time.Second), dev.ID, temp, 72.25}})
+	defer rec.Release()
+	dl := DeadLetter{Received: t0, DeviceID: dev.ID, Device: "pump-7", Source: "devices/pump-7/messages/events/", Reason: "not JSON", Body: []byte("garbage\x00")}
+	if err := s.Commit(ctx, Batch{Readings: rec, DeadLetters: []DeadLetter{dl}}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var sum float64
+	var first time.Time
+	if err := s.DB().QueryRow(`SELECT count(*), sum(value), min(ts) FROM readings WHERE device = 'pump-7' AND metric = 'temperature'`).Scan(&n, &sum, &first); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || sum != 143.75 || !first.Equal(t0) {
+		t.Fatalf("readings: n=%d sum=%v first=%v; want 2, 143.75, %v", n, sum, first, t0)
+	}
+	var reason string
+	var body []byte
+	if err := s.DB().QueryRow(`SELECT reason, body FROM dead_letters`).Scan(&reason, &body); err != nil {
+		t.Fatal(err)
+	}
+	if reason != "not JSON" || string(body) != "garbage\x00" {
+		t.Fatalf("dead letter %q %q", reason, body)
+	}
+}
+
+func TestCommitIsAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	// A record with the wrong schema fails after the dead letter would have
+	// been written; neither may remain.
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil))
+	b.Field(0).(*array.Int64Builder).Append(1)
+	bad := b.NewRecordBatch()
+	defer bad.Release()
+	err := s.Commit(ctx, Batch{Readings: bad, DeadLetters: []DeadLetter{{Received: time.Now(), Device: "d", Reason: "r", Body: []byte("b")}}})
+	if err == nil {
+		t.Fatal("commit of a wrongly shaped record succeeded")
+	}
+	var n int
+	s.DB().QueryRow(`SELECT (SELECT count(*) FROM telemetry) + (SELECT count(*) FROM dead_letters)`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d rows survived a failed commit", n)
+	}
+}
+
+func TestQueryIsReadOnly(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	s.AddDevice(ctx, "a-device", "secret-key-1")
+	res, err := s.Query(ctx, `SELECT name, status FROM devices`, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 1 || res.Rows[0][0] != "a-device" || res.Columns[1].Name != "status" {
+		t.Fatalf("got %+v", res)
+	}
+	for _, q := range []string{
+		`DELETE FROM devices`,
+		`INSERT INTO metrics VALUES (99, 'x')`,
+		`DROP TABLE telemetry`,
+		`CREATE TABLE t (x INT)`,
+		`UPDATE devices SET status = 'disabled'`,
+		`COPY devices TO 'out.csv'`,
+		`ATTACH 'other.duckdb'`,
+	} {
+		if _, err := s.Query(ctx, q, 10); !errors.Is(err, ErrReadOnly) {
+			t.Errorf("%s: got %v, want ErrReadOnly", q, err)
+		}
+	}
+	if d, _ := s.Device("a-device"); d.Status != Enabled {
+		t.Fatal("a refused statement changed the database")
+	}
+	res, err = s.Query(ctx, `SELECT * FROM range(5)`, 3)
+	if err != nil || len(res.Rows) != 3 || !res.Truncated {
+		t.Fatalf("limit: %v %+v", err, res)
+	}
+	if _, err := s.Query(ctx, `SELEC nonsense`, 3); err == nil {
+		t.Fatal("a syntax error was not reported")
+	}
+}
+
+func TestCommandLifecycleSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	s, dir := openTemp(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	c := &Command{DeviceID: 1, MetricID: 0, Name: "reduce_load", Payload: []byte(`{"percent":30}`), State: CommandQueued, Created: now, Expires: now.Add(time.Minute)}
+	if err := s.AddCommand(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	done := &Command{DeviceID: 2, MetricID: -1, Name: "x", Payload: []byte(`{}`), State: CommandAcknowledged, Created: now, Expires: now, Verification: VerifyRecovered}
+	if err := s.AddCommand(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	c.State, c.Sent = CommandSent, now.Add(time.Second)
+	if err := s.UpdateCommand(ctx, *c); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	open, err := s2.UnfinishedCommands(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 1 || open[0].ID != c.ID || open[0].State != CommandSent || !open[0].Sent.Equal(c.Sent) || string(open[0].Payload) != `{"percent":30}` {
+		t.Fatalf("unfinished after reopen: %+v", open)
+	}
+	next := &Command{DeviceID: 1, Name: "y", Payload: []byte(`{}`), State: CommandQueued, Created: now, Expires: now}
+	if err := s2.AddCommand(ctx, next); err != nil || next.ID != done.ID+1 {
+		t.Fatalf("id after reopen %d (err %v), want %d", next.ID, err, done.ID+1)
+	}
+}
