@@ -25,6 +25,8 @@ var ErrClosed = errors.New("ingest: batcher closed")
 type Committer interface {
 	Commit(ctx context.Context, b store.Batch) error
 	MetricID(ctx context.Context, name string) (int16, error)
+	RecentMessageIDs(ctx context.Context, since time.Time) (map[store.MessageKey]time.Time, error)
+	ForgetMessageIDs(ctx context.Context, before time.Time) error
 }
 
 // Observer receives every committed batch of readings (TelemetrySchema),
@@ -45,28 +47,34 @@ type Config struct {
 	// Queue is how many decoded messages may wait for the batcher before
 	// Submit blocks (backpressure).
 	Queue int
+	// DedupeWindow is how long the id of a committed message is remembered:
+	// a message that arrives again within it with the same device and
+	// message id (a broker redelivery, an MQTT resend after a lost PUBACK)
+	// is acknowledged without being stored twice.
+	DedupeWindow time.Duration
 }
 
 // DefaultConfig returns the batching vigil runs with by default.
 func DefaultConfig() Config {
-	return Config{MaxRows: 100_000, MaxDelay: 100 * time.Millisecond, Queue: 4096}
+	return Config{MaxRows: 100_000, MaxDelay: 100 * time.Millisecond, Queue: 4096, DedupeWindow: time.Hour}
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if c.MaxRows < 1 || c.MaxDelay <= 0 || c.Queue < 1 {
-		return fmt.Errorf("ingest: max rows, max delay and queue must be positive (got %d, %s, %d)", c.MaxRows, c.MaxDelay, c.Queue)
+	if c.MaxRows < 1 || c.MaxDelay <= 0 || c.Queue < 1 || c.DedupeWindow <= 0 {
+		return fmt.Errorf("ingest: max rows, max delay, queue and dedupe window must be positive (got %d, %s, %d, %s)", c.MaxRows, c.MaxDelay, c.Queue, c.DedupeWindow)
 	}
 	return nil
 }
 
 // Stats counts what a Batcher has done. All fields only grow.
 type Stats struct {
-	Messages     int64 // messages settled successfully
+	Messages     int64 // messages stored (as readings or dead letters)
 	Readings     int64 // readings committed
 	DeadLetters  int64 // messages committed as dead letters
 	Batches      int64 // successful commits
 	CommitErrors int64 // failed commits (their messages were settled with the error)
+	Duplicates   int64 // messages recognised as already stored and not stored again
 }
 
 type item struct {
@@ -88,7 +96,11 @@ type Batcher struct {
 	closed bool
 	done   chan struct{}
 
-	messages, readings, deadLetters, batches, commitErrors atomic.Int64
+	// seen holds the ids of committed messages within the dedupe window; it
+	// is owned by the run goroutine.
+	seen map[store.MessageKey]time.Time
+
+	messages, readings, deadLetters, batches, commitErrors, duplicates atomic.Int64
 }
 
 var _ gateway.Sink = (*Batcher)(nil)
@@ -98,7 +110,11 @@ func NewBatcher(cfg Config, c Committer, observe Observer, log *slog.Logger) (*B
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := &Batcher{cfg: cfg, store: c, observe: observe, log: log, in: make(chan item, cfg.Queue), done: make(chan struct{})}
+	seen, err := c.RecentMessageIDs(context.Background(), time.Now().Add(-cfg.DedupeWindow))
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	b := &Batcher{cfg: cfg, store: c, observe: observe, log: log, in: make(chan item, cfg.Queue), done: make(chan struct{}), seen: seen}
 	go b.run()
 	return b, nil
 }
@@ -148,7 +164,7 @@ func (b *Batcher) Close(ctx context.Context) error {
 func (b *Batcher) Stats() Stats {
 	return Stats{
 		Messages: b.messages.Load(), Readings: b.readings.Load(), DeadLetters: b.deadLetters.Load(),
-		Batches: b.batches.Load(), CommitErrors: b.commitErrors.Load(),
+		Batches: b.batches.Load(), CommitErrors: b.commitErrors.Load(), Duplicates: b.duplicates.Load(),
 	}
 }
 
@@ -162,6 +178,9 @@ type pending struct {
 	dead    []store.DeadLetter
 	settle  []func(error)
 	nDead   int
+	nMsgs   int // messages stored by this batch (not duplicates)
+	ids     *array.RecordBuilder
+	keys    map[store.MessageKey]time.Time
 }
 
 func newPending() *pending {
@@ -172,6 +191,8 @@ func newPending() *pending {
 		dev:     rb.Field(1).(*array.Int32Builder),
 		metric:  rb.Field(2).(*array.Int16Builder),
 		val:     rb.Field(3).(*array.Float64Builder),
+		ids:     array.NewRecordBuilder(memory.DefaultAllocator, store.MessageIDSchema),
+		keys:    map[store.MessageKey]time.Time{},
 	}
 }
 
@@ -179,11 +200,16 @@ func (b *Batcher) run() {
 	defer close(b.done)
 	p := newPending()
 	defer p.builder.Release()
+	defer p.ids.Release()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
+	prune := time.NewTicker(max(b.cfg.DedupeWindow/60, time.Second))
+	defer prune.Stop()
 	for {
 		select {
+		case now := <-prune.C:
+			b.forget(now.Add(-b.cfg.DedupeWindow))
 		case it, ok := <-b.in:
 			if !ok {
 				if len(p.settle) > 0 {
@@ -212,10 +238,46 @@ func (b *Batcher) run() {
 	}
 }
 
+// forget drops the ids of messages received before t, in memory and in the
+// store.
+func (b *Batcher) forget(t time.Time) {
+	for k, at := range b.seen {
+		if at.Before(t) {
+			delete(b.seen, k)
+		}
+	}
+	if err := b.store.ForgetMessageIDs(context.Background(), t); err != nil {
+		b.log.Warn("pruning message ids", "err", err)
+	}
+}
+
 // add appends one message to the pending batch: its readings, or a dead
-// letter when it did not decode or names a metric the store refuses.
+// letter when it did not decode or names a metric the store refuses. A
+// message already stored (same device and message id) is only settled: at
+// once if it was committed earlier, with this batch if its first copy is in
+// this batch.
 func (b *Batcher) add(p *pending, it item) {
 	m := it.msg
+	if m.ID != "" {
+		key := store.MessageKey{Device: m.Device.ID, ID: m.ID}
+		if _, ok := b.seen[key]; ok {
+			b.duplicates.Add(1)
+			if m.Settle != nil {
+				m.Settle(nil)
+			}
+			return
+		}
+		if _, ok := p.keys[key]; ok {
+			b.duplicates.Add(1)
+			p.settle = append(p.settle, m.Settle)
+			return
+		}
+		p.keys[key] = m.Received
+		p.ids.Field(0).(*array.Int32Builder).Append(m.Device.ID)
+		p.ids.Field(1).(*array.StringBuilder).Append(m.ID)
+		p.ids.Field(2).(*array.TimestampBuilder).Append(arrow.Timestamp(m.Received.UnixMicro()))
+	}
+	p.nMsgs++
 	reason := it.reason
 	var ids []int16
 	if reason == "" {
@@ -252,7 +314,9 @@ func (b *Batcher) add(p *pending, it item) {
 func (b *Batcher) flush(p *pending) {
 	rec := p.builder.NewRecordBatch()
 	defer rec.Release()
-	err := b.store.Commit(context.Background(), store.Batch{Readings: rec, DeadLetters: p.dead})
+	ids := p.ids.NewRecordBatch()
+	defer ids.Release()
+	err := b.store.Commit(context.Background(), store.Batch{Readings: rec, MessageIDs: ids, DeadLetters: p.dead})
 	if err != nil {
 		b.commitErrors.Add(1)
 		b.log.Error("commit failed; messages are not acknowledged and devices will resend", "messages", len(p.settle), "readings", p.rows, "err", err)
@@ -260,7 +324,10 @@ func (b *Batcher) flush(p *pending) {
 		b.batches.Add(1)
 		b.readings.Add(int64(p.rows))
 		b.deadLetters.Add(int64(p.nDead))
-		b.messages.Add(int64(len(p.settle)))
+		b.messages.Add(int64(p.nMsgs))
+		for k, at := range p.keys {
+			b.seen[k] = at
+		}
 	}
 	for _, s := range p.settle {
 		if s != nil {
@@ -271,7 +338,8 @@ func (b *Batcher) flush(p *pending) {
 		rec.Retain()
 		b.observe(rec)
 	}
-	p.rows, p.nDead = 0, 0
+	p.rows, p.nDead, p.nMsgs = 0, 0, 0
+	clear(p.keys)
 	p.dead = p.dead[:0]
 	clear(p.settle)
 	p.settle = p.settle[:0]

@@ -25,6 +25,10 @@ func newStore(t *testing.T) *store.Store {
 	return s
 }
 
+func testConfig(rows int, delay time.Duration, queue int) Config {
+	return Config{MaxRows: rows, MaxDelay: delay, Queue: queue, DedupeWindow: time.Hour}
+}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func count(t *testing.T, s *store.Store, q string) int {
@@ -40,7 +44,7 @@ func count(t *testing.T, s *store.Store, q string) int {
 // message is settled, its readings are already in the store.
 func TestSettleOnlyAfterCommit(t *testing.T) {
 	s := newStore(t)
-	cfg := Config{MaxRows: 1_000_000, MaxDelay: 20 * time.Millisecond, Queue: 16}
+	cfg := testConfig(1_000_000, 20*time.Millisecond, 16)
 	b, err := NewBatcher(cfg, s, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +80,7 @@ func TestFlushBySize(t *testing.T) {
 		sizes <- rec.NumRows()
 		rec.Release()
 	}
-	b, err := NewBatcher(Config{MaxRows: 10, MaxDelay: time.Hour, Queue: 64}, s, observe, quiet)
+	b, err := NewBatcher(testConfig(10, time.Hour, 64), s, observe, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +123,7 @@ func TestFlushBySize(t *testing.T) {
 // messages around it are stored as usual.
 func TestBadMessageIsDeadLetteredBesideGoodOnes(t *testing.T) {
 	s := newStore(t)
-	b, err := NewBatcher(Config{MaxRows: 1000, MaxDelay: time.Hour, Queue: 16}, s, nil, quiet)
+	b, err := NewBatcher(testConfig(1000, time.Hour, 16), s, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +172,7 @@ func (failingStore) Commit(context.Context, store.Batch) error { return fmt.Erro
 
 func TestCommitFailureSettlesWithError(t *testing.T) {
 	s := newStore(t)
-	b, err := NewBatcher(Config{MaxRows: 1, MaxDelay: time.Hour, Queue: 4}, failingStore{s}, nil, quiet)
+	b, err := NewBatcher(testConfig(1, time.Hour, 4), failingStore{s}, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,5 +184,74 @@ func TestCommitFailureSettlesWithError(t *testing.T) {
 	b.Close(context.Background())
 	if st := b.Stats(); st.CommitErrors != 1 || st.Messages != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestDuplicatesAreStoredOnce: a message delivered again with the same
+// device and message id — in the same batch, in a later batch, or after a
+// restart — is acknowledged but stored once.
+func TestDuplicatesAreStoredOnce(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit := func(b *Batcher, dev int32, id, body string) chan error {
+		done := make(chan error, 1)
+		err := b.Submit(context.Background(), gateway.Message{Device: gateway.Device{ID: dev}, ID: id, Body: []byte(body), Received: time.Now(), Settle: func(err error) { done <- err }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return done
+	}
+	b, err := NewBatcher(testConfig(1000, time.Hour, 16), s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := []chan error{
+		submit(b, 1, "m-1", `{"a": 1}`),
+		submit(b, 1, "m-1", `{"a": 1}`), // same batch
+		submit(b, 2, "m-1", `{"a": 2}`), // same id, other device: not a duplicate
+		submit(b, 1, "", `{"a": 3}`),    // no id: never deduplicated
+		submit(b, 1, "", `{"a": 3}`),
+		submit(b, 1, "bad-1", `{"a": "x"}`),
+		submit(b, 1, "bad-1", `{"a": "x"}`), // a dead letter is not kept twice either
+	}
+	b.Close(context.Background())
+	for i, c := range first {
+		if err := <-c; err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if st := b.Stats(); st.Duplicates != 2 || st.Messages != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	s.Close()
+
+	// A restart: the ids come back from the store.
+	s, err = store.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, err = NewBatcher(testConfig(1000, 10*time.Millisecond, 16), s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-submit(b, 1, "m-1", `{"a": 1}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-submit(b, 1, "m-2", `{"a": 4}`); err != nil {
+		t.Fatal(err)
+	}
+	b.Close(context.Background())
+	if n := count(t, s, `SELECT count(*) FROM telemetry`); n != 5 { // a=1, a=2, a=3 twice, a=4
+		t.Fatalf("%d readings stored, want 5", n)
+	}
+	if n := count(t, s, `SELECT count(*) FROM dead_letters`); n != 1 {
+		t.Fatalf("%d dead letters, want 1", n)
+	}
+	if b.Stats().Duplicates != 1 {
+		t.Fatalf("after restart: %+v", b.Stats())
 	}
 }

@@ -72,8 +72,8 @@ func (c CUSUMConfig) Validate() error {
 // signals and, as Page prescribes, inspection restarts from zero; by then
 // the rolling reference is moving towards the new level.
 //
-// The score is 1 - 2^(-(S/H)^2) with S the larger sum; Deviation is S, signed
-// by the direction of the shift.
+// The score is r²/(1+r²) with r = S/H and S the larger sum; Deviation is S,
+// signed by the direction of the shift.
 type CUSUM struct {
 	cfg       CUSUMConfig
 	win       features.Window

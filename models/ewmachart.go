@@ -67,7 +67,7 @@ func (c EWMAChartConfig) Validate() error {
 // compared with L·sqrt(λ/(2-λ)), its asymptotic standard deviation times L.
 // Averaging makes it see small sustained shifts a per-reading z-score misses.
 //
-// The score is 1 - 2^(-(z/limit)^2); Deviation is z in units of its
+// The score is r²/(1+r²) with r = z/limit; Deviation is z in units of its
 // standard deviation.
 type EWMAChart struct {
 	cfg EWMAChartConfig

@@ -64,8 +64,9 @@ func (c LikelihoodConfig) Validate() error {
 // Likelihood turns the raw scores of another detector into the anomaly
 // likelihood of Ahmad, Lavin, Purdy and Agha ("Unsupervised real-time
 // anomaly detection for streaming data", Neurocomputing 262, 2017, the
-// section on computing the anomaly likelihood): the tail probability of the mean of the last Short
-// raw scores under a normal distribution fitted to the long-run raw scores,
+// section on computing the anomaly likelihood): the tail probability of the
+// mean of the last Short raw scores under a normal distribution fitted to
+// the long-run raw scores,
 //
 //	L = 1 - Q((mean_short - mean_long) / std_long).
 //

@@ -64,7 +64,7 @@ func (c RobustZConfig) Validate() error {
 // value (MAD 0) the scale falls back to the mean absolute deviation, as
 // Iglewicz and Hoaglin recommend.
 //
-// The score maps |z| to [0, 1) as 1 - 2^(-(z/Z)^2).
+// The score maps |z| to [0, 1) as r²/(1+r²) with r = z/Z.
 type RobustZ struct {
 	cfg RobustZConfig
 	win features.Window

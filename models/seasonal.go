@@ -28,16 +28,19 @@ type SeasonalConfig struct {
 	// Z is the |residual| in residual standard deviations at which the
 	// score reaches 0.5.
 	Z float64 `json:"z"`
-	// Clip bounds, in residual standard deviations, how much one residual
-	// can inflate the scale.
+	// Clip is the |residual|, in residual standard deviations, beyond which
+	// a reading is an outlier: scored but not learned.
 	Clip float64 `json:"clip"`
+	// Relearn is how many outliers in a row make the detector learn them
+	// after all, taking the level to have really moved.
+	Relearn int `json:"relearn"`
 	// MinStd floors the residual standard deviation.
 	MinStd float64 `json:"min_std"`
 }
 
 // DefaultSeasonalConfig returns the parameters used when none are given.
 func DefaultSeasonalConfig() SeasonalConfig {
-	return SeasonalConfig{Season: "hour_of_day", Alpha: 0.1, MinSeen: 3, Horizon: 500, Z: 6, Clip: 3, MinStd: 1e-3}
+	return SeasonalConfig{Season: "hour_of_day", Alpha: 0.1, MinSeen: 3, Horizon: 500, Z: 6, Clip: 3, Relearn: 600, MinStd: 1e-3}
 }
 
 func (c SeasonalConfig) season() features.Season {
@@ -65,6 +68,8 @@ func (c SeasonalConfig) Validate() error {
 		return errors.New("seasonal: z must be positive")
 	case !(c.Clip > 0):
 		return errors.New("seasonal: clip must be positive")
+	case c.Relearn < 1:
+		return errors.New("seasonal: relearn must be at least 1")
 	case !(c.MinStd > 0):
 		return errors.New("seasonal: min_std must be positive")
 	}
@@ -75,22 +80,25 @@ func (c SeasonalConfig) Validate() error {
 // the mean of past readings at the same hour of the day (or of the week),
 // in units of the typical residual. It is the seasonal-decomposition idea
 // of Hochenbaum, Vallis and Kejariwal ("Automatic anomaly detection in the
-// cloud via statistical learning", arXiv:1704.07706, 2017:
-// remove the seasonal component, then test the residual) with the seasonal
-// component kept online per bucket (see features.Seasonal) instead of by STL.
+// cloud via statistical learning", arXiv:1704.07706, 2017: remove the
+// seasonal component, then test the residual) with the seasonal component
+// kept online per bucket (see features.Seasonal) instead of by STL.
 // A load that is normal at noon but not at 3 a.m. is caught here, and a
 // daily peak is not mistaken for an anomaly.
 //
-// The residual scale is a running root mean square of residuals. Each
-// residual is clipped to Clip scales before it is learned, by the bucket's
-// baseline and by the scale alike (Huber, "Robust estimation of a location
-// parameter", Ann. Math. Stat. 35(1), 1964), so a fault such as an
-// overheating ramp is not absorbed as the new normal within a few readings. The score is
-// 1 - 2^(-(z/Z)^2).
+// The residual scale is a running root mean square of residuals. A reading
+// whose residual is beyond Clip scales is scored but not learned, by the
+// bucket's baseline or by the scale (the "skip" rule of robust filtering;
+// Huber, "Robust Statistics", Wiley 1981, chapter 1), so a fault such as an
+// overheating ramp is not absorbed as the new normal, and the series is
+// normal again as soon as the fault ends. After Relearn outliers in a row
+// the level is taken to have really moved and is learned. The score is
+// r²/(1+r²) with r = z/Z.
 type Seasonal struct {
-	cfg   SeasonalConfig
-	base  features.Seasonal
-	scale features.Moments
+	cfg      SeasonalConfig
+	base     features.Seasonal
+	scale    features.Moments
+	outliers int
 }
 
 var _ Detector = (*Seasonal)(nil)
@@ -131,8 +139,19 @@ func (d *Seasonal) Update(ts time.Time, x float64) Score {
 	}
 	// Winsorise before learning, so a fault moves neither the bucket's
 	// baseline nor the scale by more than Clip scales per reading.
-	rc := math.Max(-c, math.Min(c, r))
-	d.base.Update(ts, mean+rc)
-	d.scale.Add(rc * rc)
+	if math.Abs(r) > c {
+		d.outliers++
+		if d.outliers < d.cfg.Relearn {
+			// An outlier is scored but not learned.
+			return s
+		}
+		// So many outliers in a row: the level has moved. Learn it, with
+		// the residual clipped so the scale does not explode.
+		r = math.Max(-c, math.Min(c, r))
+	} else {
+		d.outliers = 0
+	}
+	d.base.Update(ts, x)
+	d.scale.Add(r * r)
 	return s
 }

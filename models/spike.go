@@ -55,8 +55,8 @@ func (c SpikeConfig) Validate() error {
 // symmetry: a series that sits near a floor and jumps up (CPU load, request
 // counts) is fenced on each side by its own quartile.
 //
-// The score is 1 - 2^(-(e/K)^2), where e is the excess beyond the quartile
-// in interquartile ranges; Deviation is e, negative for dips.
+// The score is r²/(1+r²) with r = e/K, where e is the excess beyond the
+// quartile in interquartile ranges; Deviation is e, negative for dips.
 type Spike struct {
 	cfg SpikeConfig
 	win features.Window

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,6 +136,15 @@ func Connect(ctx context.Context, addr, name, key string, onPublish func(*paho.P
 // EventsTopic returns the topic a device publishes telemetry to.
 func EventsTopic(name string) string { return "devices/" + name + "/messages/events/" }
 
+// TelemetryTopic returns the events topic with a message id in its property
+// bag, as IoT Hub devices send it; vigil drops a message that arrives twice
+// with the same id.
+func TelemetryTopic(name, msgID string) string {
+	bag := url.Values{}
+	bag.Set("$.mid", msgID)
+	return EventsTopic(name) + bag.Encode()
+}
+
 // AckTopic returns the topic on which a device acknowledges a command.
 func AckTopic(name, commandID, status string) string {
 	bag := url.Values{}
@@ -183,6 +193,8 @@ func (d *Device) Run(ctx context.Context) error {
 
 	rng := rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed))
 	start := time.Now()
+	run := strconv.FormatInt(start.UnixNano(), 36) // message ids are unique across runs
+	seq := 0
 	var faultAt, coolAt time.Time
 	var heat float64 // degrees above normal at coolAt
 	tick := time.NewTicker(d.cfg.Interval)
@@ -236,7 +248,8 @@ func (d *Device) Run(ctx context.Context) error {
 			temp := 70 + 3*math.Sin(phase) + rng.NormFloat64()*0.3 + extra
 			vib := 0.3 + rng.NormFloat64()*0.02 + extra*0.01
 			body := fmt.Sprintf(`{"ts":%q,"temperature":%.3f,"vibration":%.4f}`, now.UTC().Format(time.RFC3339Nano), temp, vib)
-			_, err := publish(client, &paho.Publish{QoS: 1, Topic: EventsTopic(d.cfg.Name), Payload: []byte(body)})
+			seq++
+			_, err := publish(client, &paho.Publish{QoS: 1, Topic: TelemetryTopic(d.cfg.Name, run+"-"+strconv.Itoa(seq)), Payload: []byte(body)})
 			d.mu.Lock()
 			if err == nil {
 				d.stats.Messages++

@@ -56,6 +56,11 @@ var schema = []string{
 		reason    VARCHAR   NOT NULL,
 		body      BLOB      NOT NULL
 	)`,
+	`CREATE TABLE IF NOT EXISTS message_ids (
+		device_id INTEGER   NOT NULL,
+		msg_id    VARCHAR   NOT NULL,
+		received  TIMESTAMP NOT NULL
+	)`,
 	`CREATE OR REPLACE VIEW readings AS
 		SELECT t.ts, d.name AS device, m.name AS metric, t.value
 		FROM telemetry t

@@ -349,12 +349,58 @@ type DeadLetter struct {
 	Body     []byte
 }
 
-// Batch is what one commit writes: readings in the TelemetrySchema and the
-// dead letters of the same messages.
+// MessageIDSchema is the Arrow schema of the message ids a batch records
+// for deduplication; its columns are those of the message_ids table.
+var MessageIDSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "device_id", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "msg_id", Type: arrow.BinaryTypes.String},
+	{Name: "received", Type: &arrow.TimestampType{Unit: arrow.Microsecond}},
+}, nil)
+
+// Batch is what one commit writes: readings in the TelemetrySchema, the
+// dead letters of the same messages, and the ids of the messages
+// (MessageIDSchema), so that a redelivered message is recognised even after
+// a restart.
 type Batch struct {
-	// Readings may be nil. The Store does not release it.
+	// Readings and MessageIDs may be nil. The Store does not release them.
 	Readings    arrow.RecordBatch
+	MessageIDs  arrow.RecordBatch
 	DeadLetters []DeadLetter
+}
+
+// MessageKey identifies a message for deduplication.
+type MessageKey struct {
+	Device int32
+	ID     string
+}
+
+// RecentMessageIDs returns the keys of the messages committed since t, with
+// the time each was received.
+func (s *Store) RecentMessageIDs(ctx context.Context, since time.Time) (map[MessageKey]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, msg_id, received FROM message_ids WHERE received >= ?`, since.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("recent message ids: %w", err)
+	}
+	defer rows.Close()
+	out := map[MessageKey]time.Time{}
+	for rows.Next() {
+		var k MessageKey
+		var t time.Time
+		if err := rows.Scan(&k.Device, &k.ID, &t); err != nil {
+			return nil, fmt.Errorf("recent message ids: %w", err)
+		}
+		out[k] = t
+	}
+	return out, rows.Err()
+}
+
+// ForgetMessageIDs deletes the message ids received before t; duplicates of
+// those messages are no longer recognised.
+func (s *Store) ForgetMessageIDs(ctx context.Context, before time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM message_ids WHERE received < ?`, before.UTC()); err != nil {
+		return fmt.Errorf("forget message ids: %w", err)
+	}
+	return nil
 }
 
 // Commit writes a batch in one transaction: readings in bulk through
@@ -384,28 +430,42 @@ func (s *Store) Commit(ctx context.Context, b Batch) error {
 	return nil
 }
 
+// appendArrow inserts rec into table through DuckDB's Arrow scan, on the
+// connection dc (RegisterView and the INSERT must share it).
+func appendArrow(ctx context.Context, dc driver.Conn, conn driver.ExecerContext, table string, schema *arrow.Schema, rec arrow.RecordBatch) error {
+	if rec == nil || rec.NumRows() == 0 {
+		return nil
+	}
+	if !rec.Schema().Equal(schema) {
+		return fmt.Errorf("%s: record schema %s does not match the table", table, rec.Schema())
+	}
+	ar, err := duckdb.NewArrowFromConn(dc)
+	if err != nil {
+		return err
+	}
+	rdr, err := array.NewRecordReader(schema, []arrow.RecordBatch{rec})
+	if err != nil {
+		return err
+	}
+	defer rdr.Release()
+	view := "vigil_batch_" + table
+	release, err := ar.RegisterView(rdr, view)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if _, err := conn.ExecContext(ctx, "INSERT INTO "+table+" SELECT * FROM "+view, nil); err != nil {
+		return fmt.Errorf("%s: %w", table, err)
+	}
+	return nil
+}
+
 func commitBody(ctx context.Context, dc driver.Conn, conn driver.ExecerContext, b Batch) error {
-	if b.Readings != nil && b.Readings.NumRows() > 0 {
-		if !b.Readings.Schema().Equal(TelemetrySchema) {
-			return fmt.Errorf("readings schema %s is not the telemetry schema", b.Readings.Schema())
-		}
-		ar, err := duckdb.NewArrowFromConn(dc)
-		if err != nil {
-			return err
-		}
-		rdr, err := array.NewRecordReader(TelemetrySchema, []arrow.RecordBatch{b.Readings})
-		if err != nil {
-			return err
-		}
-		defer rdr.Release()
-		release, err := ar.RegisterView(rdr, "vigil_batch")
-		if err != nil {
-			return err
-		}
-		defer release()
-		if _, err := conn.ExecContext(ctx, "INSERT INTO telemetry SELECT * FROM vigil_batch", nil); err != nil {
-			return err
-		}
+	if err := appendArrow(ctx, dc, conn, "telemetry", TelemetrySchema, b.Readings); err != nil {
+		return err
+	}
+	if err := appendArrow(ctx, dc, conn, "message_ids", MessageIDSchema, b.MessageIDs); err != nil {
+		return err
 	}
 	for _, d := range b.DeadLetters {
 		var dev any
