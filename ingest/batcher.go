@@ -44,6 +44,12 @@ type Config struct {
 	// first message arrived, bounding how long a device waits for its
 	// acknowledgement.
 	MaxDelay time.Duration
+	// Idle commits a batch early, once it is MinDelay old, when no message
+	// has arrived for Idle: the devices that filled it are waiting for their
+	// acknowledgements, so waiting longer only adds latency. Zero disables
+	// the early commit (batches then wait for MaxRows or MaxDelay).
+	Idle     time.Duration
+	MinDelay time.Duration
 	// Queue is how many decoded messages may wait for the batcher before
 	// Submit blocks (backpressure).
 	Queue int
@@ -56,13 +62,17 @@ type Config struct {
 
 // DefaultConfig returns the batching vigil runs with by default.
 func DefaultConfig() Config {
-	return Config{MaxRows: 100_000, MaxDelay: 100 * time.Millisecond, Queue: 4096, DedupeWindow: time.Hour}
+	return Config{MaxRows: 100_000, MaxDelay: 100 * time.Millisecond, Idle: 2 * time.Millisecond, MinDelay: 10 * time.Millisecond,
+		Queue: 4096, DedupeWindow: time.Hour}
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.MaxRows < 1 || c.MaxDelay <= 0 || c.Queue < 1 || c.DedupeWindow <= 0 {
 		return fmt.Errorf("ingest: max rows, max delay, queue and dedupe window must be positive (got %d, %s, %d, %s)", c.MaxRows, c.MaxDelay, c.Queue, c.DedupeWindow)
+	}
+	if c.Idle < 0 || c.MinDelay < 0 || c.MinDelay > c.MaxDelay {
+		return fmt.Errorf("ingest: idle (%s) and min delay (%s) must not be negative, and min delay not above max delay (%s)", c.Idle, c.MinDelay, c.MaxDelay)
 	}
 	return nil
 }
@@ -196,6 +206,23 @@ func newPending() *pending {
 	}
 }
 
+// due returns when a batch whose first message arrived at first and whose
+// last at last should be committed.
+func (b *Batcher) due(first, last time.Time) time.Time {
+	hard := first.Add(b.cfg.MaxDelay)
+	if b.cfg.Idle == 0 {
+		return hard
+	}
+	soft := last.Add(b.cfg.Idle)
+	if m := first.Add(b.cfg.MinDelay); m.After(soft) {
+		soft = m
+	}
+	if soft.Before(hard) {
+		return soft
+	}
+	return hard
+}
+
 func (b *Batcher) run() {
 	defer close(b.done)
 	p := newPending()
@@ -204,6 +231,13 @@ func (b *Batcher) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
+	disarm := func() {
+		if armed && !timer.Stop() {
+			<-timer.C
+		}
+		armed = false
+	}
+	var first, last time.Time
 	prune := time.NewTicker(max(b.cfg.DedupeWindow/60, time.Second))
 	defer prune.Stop()
 	for {
@@ -212,28 +246,36 @@ func (b *Batcher) run() {
 			b.forget(now.Add(-b.cfg.DedupeWindow))
 		case it, ok := <-b.in:
 			if !ok {
+				disarm()
 				if len(p.settle) > 0 {
 					b.flush(p)
 				}
 				return
 			}
+			last = time.Now()
 			if len(p.settle) == 0 {
-				timer.Reset(b.cfg.MaxDelay)
+				first = last
+				timer.Reset(b.due(first, last).Sub(last))
 				armed = true
 			}
 			b.add(p, it)
 			if p.rows >= b.cfg.MaxRows {
+				disarm()
 				b.flush(p)
-				if armed && !timer.Stop() {
-					<-timer.C
-				}
-				armed = false
 			}
-		case <-timer.C:
+		case now := <-timer.C:
 			armed = false
-			if len(p.settle) > 0 {
-				b.flush(p)
+			if len(p.settle) == 0 {
+				continue
 			}
+			// The deadline only moves later as messages arrive, so re-arm
+			// until it has passed.
+			if d := b.due(first, last); now.Before(d) {
+				timer.Reset(d.Sub(now))
+				armed = true
+				continue
+			}
+			b.flush(p)
 		}
 	}
 }

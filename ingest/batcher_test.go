@@ -255,3 +255,24 @@ func TestDuplicatesAreStoredOnce(t *testing.T) {
 		t.Fatalf("after restart: %+v", b.Stats())
 	}
 }
+
+// TestIdleCommit: with MaxDelay an hour away, a batch that stops growing is
+// committed once it is MinDelay old and Idle has passed without a message.
+func TestIdleCommit(t *testing.T) {
+	s := newStore(t)
+	cfg := testConfig(1_000_000, time.Hour, 16)
+	cfg.Idle, cfg.MinDelay = 5*time.Millisecond, 10*time.Millisecond
+	b, err := NewBatcher(cfg, s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	done := make(chan error, 1)
+	b.Submit(context.Background(), gateway.Message{Body: []byte(`{"a": 1}`), Received: time.Now(), Settle: func(err error) { done <- err }})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, `SELECT count(*) FROM telemetry`); n != 1 {
+		t.Fatalf("%d readings stored", n)
+	}
+}

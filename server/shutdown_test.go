@@ -18,7 +18,7 @@ import (
 func TestCloseCommitsInFlight(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t)
-	cfg.Ingest.MaxDelay, cfg.Ingest.MaxRows = time.Hour, 1_000_000 // only Close can commit
+	cfg.Ingest.MaxDelay, cfg.Ingest.MaxRows, cfg.Ingest.Idle = time.Hour, 1_000_000, 0 // only Close can commit
 	srv, err := Start(ctx, cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)

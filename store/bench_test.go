@@ -1,0 +1,118 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	duckdb "github.com/duckdb/duckdb-go/v2"
+)
+
+// benchBatch builds one batch of n readings in arrival order: 200 devices ×
+// 5 metrics per second, like a fleet reporting once a second.
+func benchBatch(n int, start time.Time) arrow.RecordBatch {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, TelemetrySchema)
+	defer b.Release()
+	ts, dev := b.Field(0).(*array.TimestampBuilder), b.Field(1).(*array.Int32Builder)
+	met, val := b.Field(2).(*array.Int16Builder), b.Field(3).(*array.Float64Builder)
+	for i := 0; i < n; i++ {
+		ts.Append(arrow.Timestamp(start.Add(time.Duration(i/1000) * time.Second).UnixMicro()))
+		dev.Append(int32(i/5%200 + 1))
+		met.Append(int16(i % 5))
+		val.Append(70 + float64(i%97)/10)
+	}
+	return b.NewRecordBatch()
+}
+
+// BenchmarkAppend compares vigil's Commit (one transaction per batch, Arrow
+// scan, the path every reading takes) with DuckDB's own bulk paths for the
+// same records: a bare RegisterView + INSERT ... SELECT, and the Appender.
+// Each reports readings/s; compare them side by side in one run.
+func BenchmarkAppend(b *testing.B) {
+	for _, rows := range []int{10_000, 100_000} {
+		rec := benchBatch(rows, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
+		b.Run("vigil_commit/rows="+itoa(rows), func(b *testing.B) {
+			s, err := Open(context.Background(), b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := s.Commit(context.Background(), Batch{Readings: rec}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+		})
+		b.Run("duckdb_arrow_insert/rows="+itoa(rows), func(b *testing.B) {
+			s, err := Open(context.Background(), b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			conn, _ := s.db.Conn(context.Background())
+			defer conn.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				err := conn.Raw(func(dc any) error {
+					ar, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
+					if err != nil {
+						return err
+					}
+					rdr, _ := array.NewRecordReader(TelemetrySchema, []arrow.RecordBatch{rec})
+					defer rdr.Release()
+					release, err := ar.RegisterView(rdr, "bench")
+					if err != nil {
+						return err
+					}
+					defer release()
+					_, err = dc.(driver.ExecerContext).ExecContext(context.Background(), "INSERT INTO telemetry SELECT * FROM bench", nil)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+		})
+		b.Run("duckdb_appender/rows="+itoa(rows), func(b *testing.B) {
+			s, err := Open(context.Background(), b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			conn, _ := s.db.Conn(context.Background())
+			defer conn.Close()
+			ts := rec.Column(0).(*array.Timestamp)
+			dev, met, val := rec.Column(1).(*array.Int32), rec.Column(2).(*array.Int16), rec.Column(3).(*array.Float64)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				err := conn.Raw(func(dc any) error {
+					a, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", "telemetry")
+					if err != nil {
+						return err
+					}
+					for r := 0; r < rows; r++ {
+						if err := a.AppendRow(ts.Value(r).ToTime(arrow.Microsecond), dev.Value(r), met.Value(r), val.Value(r)); err != nil {
+							return err
+						}
+					}
+					return a.Close()
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+		})
+		rec.Release()
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n/1000) + "k" }
