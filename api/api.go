@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vigil-iot/vigil/models"
 	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
 )
@@ -28,6 +29,15 @@ type Backend interface {
 	AddDevice(ctx context.Context, name, key string) (store.Device, error)
 	SetDeviceStatus(ctx context.Context, name string, st store.DeviceStatus) (store.Device, error)
 	Devices() []store.Device
+	PutModel(ctx context.Context, m *store.Model) error
+	ActivateModel(ctx context.Context, name string, version int) error
+	Models(ctx context.Context, all bool) ([]store.Model, error)
+}
+
+// ActivateRequest is the body of POST /api/v1/models/activate.
+type ActivateRequest struct {
+	Name    string `json:"name"`
+	Version int    `json:"version"`
 }
 
 // QueryRequest is the body of POST /api/v1/query.
@@ -75,6 +85,9 @@ func Handler(b Backend, status func() any, token string, log *slog.Logger) http.
 	mux.HandleFunc("POST /api/v1/devices", h.addDevice)
 	mux.HandleFunc("POST /api/v1/devices/{name}/disable", h.setStatus(store.Disabled))
 	mux.HandleFunc("POST /api/v1/devices/{name}/enable", h.setStatus(store.Enabled))
+	mux.HandleFunc("GET /api/v1/models", h.listModels)
+	mux.HandleFunc("POST /api/v1/models", h.putModel)
+	mux.HandleFunc("POST /api/v1/models/activate", h.activateModel)
 	if token == "" {
 		return mux
 	}
@@ -168,6 +181,59 @@ func (h *handler) setStatus(st store.DeviceStatus) http.HandlerFunc {
 		default:
 			writeJSON(w, http.StatusOK, d)
 		}
+	}
+}
+
+func (h *handler) listModels(w http.ResponseWriter, r *http.Request) {
+	ms, err := h.b.Models(r.Context(), r.URL.Query().Get("all") == "true")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	if ms == nil {
+		ms = []store.Model{}
+	}
+	writeJSON(w, http.StatusOK, ms)
+}
+
+// putModel registers a new model version. The spec must build a detector,
+// so a version that could not run never becomes active.
+func (h *handler) putModel(w http.ResponseWriter, r *http.Request) {
+	var m store.Model
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&m); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"name": "default" or "DEVICE/METRIC", "spec": {"kind": ...}, ...}: %w`, err))
+		return
+	}
+	var spec models.Spec
+	if err := json.Unmarshal(m.Spec, &spec); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("spec: %w", err))
+		return
+	}
+	if _, err := models.New(spec); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := h.b.PutModel(r.Context(), &m); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, m)
+}
+
+func (h *handler) activateModel(w http.ResponseWriter, r *http.Request) {
+	var req ActivateRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"name": ..., "version": N}: %w`, err))
+		return
+	}
+	err := h.b.ActivateModel(r.Context(), req.Name, req.Version)
+	switch {
+	case errors.Is(err, store.ErrNoSuchModel):
+		writeError(w, http.StatusNotFound, err)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err)
+	default:
+		writeJSON(w, http.StatusOK, req)
 	}
 }
 

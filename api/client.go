@@ -113,3 +113,26 @@ func (c *Client) Status(ctx context.Context) (map[string]any, error) {
 	err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, &m)
 	return m, err
 }
+
+// PutModel registers a new model version and returns it with its version.
+func (c *Client) PutModel(ctx context.Context, m store.Model) (store.Model, error) {
+	var out store.Model
+	err := c.do(ctx, http.MethodPost, "/api/v1/models", m, &out)
+	return out, err
+}
+
+// Models lists the active model versions, or every version when all is set.
+func (c *Client) Models(ctx context.Context, all bool) ([]store.Model, error) {
+	var ms []store.Model
+	path := "/api/v1/models"
+	if all {
+		path += "?all=true"
+	}
+	err := c.do(ctx, http.MethodGet, path, nil, &ms)
+	return ms, err
+}
+
+// ActivateModel makes an existing version active (rollback).
+func (c *Client) ActivateModel(ctx context.Context, name string, version int) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/models/activate", ActivateRequest{Name: name, Version: version}, nil)
+}

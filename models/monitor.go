@@ -64,6 +64,7 @@ func (c MonitorConfig) Validate() error {
 
 type seriesState struct {
 	det       Detector
+	own       bool // det comes from a model of this series, not the default
 	anomalous bool
 	calm      int
 }
@@ -114,6 +115,43 @@ func (m *Monitor) Observe(key SeriesKey, ts time.Time, x float64) (Score, Transi
 		st.calm = 0
 	}
 	return s, Steady
+}
+
+// SetDefault changes the model of series that have none of their own; it
+// applies to series seen from now on. Existing series keep their detector
+// until Replace gives them a new one (see DefaultSeries).
+func (m *Monitor) SetDefault(spec Spec) error {
+	if _, err := New(spec); err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	m.cfg.Model = spec
+	return nil
+}
+
+// Default returns the spec of series without a model of their own.
+func (m *Monitor) Default() Spec { return m.cfg.Model }
+
+// DefaultSeries lists the series that run the default model.
+func (m *Monitor) DefaultSeries() []SeriesKey {
+	var out []SeriesKey
+	for k, st := range m.series {
+		if !st.own {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Replace gives a series a new detector (already warmed on its history by
+// the caller), keeping its episode state. own marks a detector built from
+// the series' own model rather than the default.
+func (m *Monitor) Replace(key SeriesKey, det Detector, own bool) {
+	st, ok := m.series[key]
+	if !ok {
+		st = &seriesState{}
+		m.series[key] = st
+	}
+	st.det, st.own = det, own
 }
 
 // Anomalous reports whether a series is in an open episode.

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,12 @@ type Config struct {
 	// TickInterval is how often command expiry and recovery windows are
 	// checked.
 	TickInterval time.Duration
+	// ModelPoll is how often the model registry is checked for new active
+	// versions, which then replace the running detectors without a restart.
+	ModelPoll time.Duration
+	// WarmReadings is how much of a series' stored history a new detector
+	// replays before it scores live readings.
+	WarmReadings int
 }
 
 // DefaultConfig returns a configuration that serves devices on
@@ -45,7 +53,7 @@ func DefaultConfig(dir string) Config {
 	return Config{
 		DataDir: dir, MQTT: mqtt.DefaultConfig(), HTTPAddr: "127.0.0.1:8080",
 		Ingest: ingest.DefaultConfig(), Monitor: models.DefaultMonitorConfig(), Actions: actions.DefaultConfig(),
-		TickInterval: time.Second,
+		TickInterval: time.Second, ModelPoll: 2 * time.Second, WarmReadings: 2000,
 	}
 }
 
@@ -54,8 +62,8 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("config: a data directory is required (--data DIR)")
 	}
-	if c.TickInterval <= 0 {
-		return errors.New("config: tick interval must be positive")
+	if c.TickInterval <= 0 || c.ModelPoll <= 0 || c.WarmReadings < 0 {
+		return errors.New("config: tick interval and model poll must be positive, warm readings not negative")
 	}
 	return errors.Join(c.Ingest.Validate(), c.Monitor.Validate(), c.Actions.Validate())
 }
@@ -77,9 +85,16 @@ type Server struct {
 	stopTick  chan struct{}
 	tickDone  chan struct{}
 	anomalies atomic.Int64
+	modelsOn  atomic.Int64 // registry versions applied
 	closeOnce sync.Once
 	closeErr  error
 	started   time.Time
+
+	// Owned by the scorer goroutine: the registry versions applied, and the
+	// label ("name@version" or kind) of the model each series runs.
+	applied      map[string]int
+	labels       map[models.SeriesKey]string
+	defaultLabel string
 }
 
 // registry adapts the store's device registry to the gateway's
@@ -106,7 +121,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, recs: make(chan arrow.RecordBatch, 64), scored: make(chan struct{}),
-		stopTick: make(chan struct{}), tickDone: make(chan struct{}), started: time.Now()}
+		stopTick: make(chan struct{}), tickDone: make(chan struct{}), started: time.Now(),
+		applied: map[string]int{}, labels: map[models.SeriesKey]string{}, defaultLabel: cfg.Monitor.Model.Kind}
 	var err error
 	if s.store, err = store.Open(ctx, cfg.DataDir); err != nil {
 		return nil, err
@@ -158,34 +174,121 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 // observe receives each committed batch from the batcher.
 func (s *Server) observe(rec arrow.RecordBatch) { s.recs <- rec }
 
-// score feeds committed readings to the detectors, in commit order.
+// score feeds committed readings to the detectors, in commit order, and
+// applies new model versions from the registry between batches.
 func (s *Server) score() {
 	defer close(s.scored)
 	ctx := context.Background()
-	model := s.cfg.Monitor.Model.Kind
-	for rec := range s.recs {
-		ts := rec.Column(0).(interface{ Value(int) arrow.Timestamp })
-		dev := rec.Column(1).(interface{ Value(int) int32 })
-		met := rec.Column(2).(interface{ Value(int) int16 })
-		val := rec.Column(3).(interface{ Value(int) float64 })
-		for i := 0; i < int(rec.NumRows()); i++ {
-			key := models.SeriesKey{Device: dev.Value(i), Metric: met.Value(i)}
-			t := ts.Value(i).ToTime(arrow.Microsecond)
-			sc, tr := s.monitor.Observe(key, t, val.Value(i))
-			switch tr {
-			case models.Began:
-				s.onAnomaly(ctx, key, t, sc, model)
-			case models.Ended:
-				if err := s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
-					s.log.Error("recording recovery", "err", err)
-				}
+	s.applyModels(ctx)
+	poll := time.NewTicker(s.cfg.ModelPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-poll.C:
+			s.applyModels(ctx)
+		case rec, ok := <-s.recs:
+			if !ok {
+				return
 			}
+			s.scoreRecord(ctx, rec)
 		}
-		rec.Release()
 	}
 }
 
-func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, model string) {
+func (s *Server) scoreRecord(ctx context.Context, rec arrow.RecordBatch) {
+	defer rec.Release()
+	ts := rec.Column(0).(interface{ Value(int) arrow.Timestamp })
+	dev := rec.Column(1).(interface{ Value(int) int32 })
+	met := rec.Column(2).(interface{ Value(int) int16 })
+	val := rec.Column(3).(interface{ Value(int) float64 })
+	for i := 0; i < int(rec.NumRows()); i++ {
+		key := models.SeriesKey{Device: dev.Value(i), Metric: met.Value(i)}
+		t := ts.Value(i).ToTime(arrow.Microsecond)
+		sc, tr := s.monitor.Observe(key, t, val.Value(i))
+		switch tr {
+		case models.Began:
+			s.onAnomaly(ctx, key, t, sc)
+		case models.Ended:
+			if err := s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
+				s.log.Error("recording recovery", "err", err)
+			}
+		}
+	}
+}
+
+// applyModels puts the registry's active versions to work: a new default
+// version replaces the detector of every series without a model of its own,
+// a per-series version that series' detector. Each new detector first
+// replays the series' recent stored history through the same Update it will
+// run live, so it starts warm.
+func (s *Server) applyModels(ctx context.Context) {
+	ms, err := s.store.Models(ctx, false)
+	if err != nil {
+		s.log.Error("reading the model registry", "err", err)
+		return
+	}
+	for _, m := range ms {
+		if s.applied[m.Name] == m.Version {
+			continue
+		}
+		var spec models.Spec
+		if err := json.Unmarshal(m.Spec, &spec); err != nil {
+			s.log.Error("model not applied: bad spec", "model", m.Name, "version", m.Version, "err", err)
+			s.applied[m.Name] = m.Version
+			continue
+		}
+		label := fmt.Sprintf("%s@%d(%s)", m.Name, m.Version, spec.Kind)
+		if m.Name == store.DefaultModel {
+			if err := s.monitor.SetDefault(spec); err != nil {
+				s.log.Error("model not applied", "model", m.Name, "version", m.Version, "err", err)
+				s.applied[m.Name] = m.Version
+				continue
+			}
+			s.defaultLabel = label
+			for _, key := range s.monitor.DefaultSeries() {
+				s.warm(ctx, key, spec, false, label)
+			}
+		} else {
+			devName, metric, _ := strings.Cut(m.Name, "/")
+			dev, ok := s.store.Device(devName)
+			mid, err := s.store.MetricID(ctx, metric)
+			if !ok || err != nil {
+				s.log.Warn("model for an unknown series not applied", "model", m.Name, "version", m.Version)
+				s.applied[m.Name] = m.Version
+				continue
+			}
+			s.warm(ctx, models.SeriesKey{Device: dev.ID, Metric: mid}, spec, true, label)
+		}
+		s.applied[m.Name] = m.Version
+		s.modelsOn.Add(1)
+		s.log.Info("model version active", "model", m.Name, "version", m.Version, "kind", spec.Kind)
+	}
+}
+
+func (s *Server) warm(ctx context.Context, key models.SeriesKey, spec models.Spec, own bool, label string) {
+	det, err := models.New(spec)
+	if err != nil {
+		s.log.Error("model not applied", "label", label, "err", err)
+		return
+	}
+	if s.cfg.WarmReadings > 0 {
+		ts, xs, err := s.store.SeriesHistory(ctx, key.Device, key.Metric, time.Time{}, time.Time{}, s.cfg.WarmReadings)
+		if err != nil {
+			s.log.Error("warming a model on history", "label", label, "err", err)
+		}
+		models.ScoreSeries(det, ts, xs)
+	}
+	s.monitor.Replace(key, det, own)
+	if own {
+		s.labels[key] = label
+	}
+}
+
+func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score) {
+	model, ok := s.labels[key]
+	if !ok {
+		model = s.defaultLabel
+	}
 	metric := s.store.MetricName(key.Metric)
 	device := s.store.DeviceName(key.Device)
 	a := store.Anomaly{
@@ -280,6 +383,7 @@ type Status struct {
 	RefusedDevices int64  `json:"connections_refused"`
 	Denied         int64  `json:"topics_denied"`
 	Anomalies      int64  `json:"anomalies"`
+	ModelsApplied  int64  `json:"model_versions_applied"`
 	actions.Stats
 }
 
@@ -290,7 +394,7 @@ func (s *Server) Status() Status {
 		Uptime: time.Since(s.started).Round(time.Second).String(), Devices: len(s.store.Devices()),
 		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters,
 		Batches: is.Batches, CommitErrors: is.CommitErrors, RefusedDevices: gs.RefusedUnknown + gs.RefusedKey + gs.RefusedOff,
-		Denied: gs.Denied, Anomalies: s.anomalies.Load(), Stats: s.ctrl.Stats(),
+		Denied: gs.Denied, Anomalies: s.anomalies.Load(), ModelsApplied: s.modelsOn.Load(), Stats: s.ctrl.Stats(),
 	}
 }
 

@@ -61,6 +61,17 @@ var schema = []string{
 		msg_id    VARCHAR   NOT NULL,
 		received  TIMESTAMP NOT NULL
 	)`,
+	`CREATE TABLE IF NOT EXISTS models (
+		name         VARCHAR   NOT NULL,
+		version      INTEGER   NOT NULL,
+		spec         VARCHAR   NOT NULL,
+		trained_from TIMESTAMP,
+		trained_to   TIMESTAMP,
+		metrics      VARCHAR   NOT NULL,
+		created      TIMESTAMP NOT NULL,
+		active       BOOLEAN   NOT NULL,
+		PRIMARY KEY (name, version)
+	)`,
 	`CREATE OR REPLACE VIEW readings AS
 		SELECT t.ts, d.name AS device, m.name AS metric, t.value
 		FROM telemetry t

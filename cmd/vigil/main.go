@@ -21,6 +21,11 @@ Usage:
   vigil sim      --mqtt ADDR --server URL [--devices N]    drive a simulated fleet against a server
   vigil devices  add NAME [--key K] | list | disable NAME | enable NAME
   vigil query    [--server URL] SQL                        read-only SQL through the HTTP API
+  vigil score    --model SPEC --in FILE.csv --out FILE.csv run a detector over a timestamp,value CSV
+  vigil train    --model SPEC [--device D] [--metric M] [--default] | --csv FILE --name NAME
+                                                          fit and register a model version (serve picks it up)
+  vigil models   list [--all] | activate NAME VERSION     the model registry; activate rolls back or forward
+  vigil eval nab --data DIR --labels FILE [--model SPEC]   score a detector on the Numenta Anomaly Benchmark
 
 Run "vigil COMMAND -h" for a command's flags.
 `
@@ -45,6 +50,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"sim":     runSim,
 		"devices": runDevices,
 		"query":   runQuery,
+		"score":   runScore,
+		"eval":    runEval,
+		"train":   runTrain,
+		"models":  runModels,
 	}
 	switch args[0] {
 	case "help", "-h", "--help":

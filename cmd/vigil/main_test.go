@@ -4,9 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/vigil-iot/vigil/server"
+	"github.com/vigil-iot/vigil/store"
 )
 
 func lastLine(s string) string {
@@ -74,5 +84,102 @@ func TestUsageErrors(t *testing.T) {
 		if errOut.Len() == 0 {
 			t.Errorf("%v: nothing said on stderr", args)
 		}
+	}
+}
+
+func TestScoreIsReproducible(t *testing.T) {
+	in := "../../testdata/nab/data/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+	var outs [2]string
+	for i := range outs {
+		path := t.TempDir() + "/out.csv"
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), []string{"score", "--model", "ewma_z", "--in", in, "--out", path}, &stdout, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = string(b)
+	}
+	src, _ := os.ReadFile(in)
+	if outs[0] != outs[1] {
+		t.Fatal("two runs of score differ")
+	}
+	inLines, outLines := strings.Split(strings.TrimSpace(string(src)), "\n"), strings.Split(strings.TrimSpace(outs[0]), "\n")
+	if len(inLines) != len(outLines) || outLines[0] != "timestamp,value,anomaly_score" {
+		t.Fatalf("%d input lines, %d output lines, header %q", len(inLines), len(outLines), outLines[0])
+	}
+	for i := 1; i < len(inLines); i++ {
+		if !strings.HasPrefix(outLines[i], strings.TrimSpace(inLines[i])+",") {
+			t.Fatalf("line %d: %q does not continue input %q", i, outLines[i], inLines[i])
+		}
+	}
+}
+
+func TestEvalNAB(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"eval", "nab", "--data", "../../testdata/nab/data", "--labels", "../../testdata/nab/labels/combined_windows.json", "--model", "ewma_z", "--json"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var res []struct {
+		Profile    string
+		Normalized float64
+		Files      []json.RawMessage
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || res[0].Profile != "standard" || len(res[0].Files) != 44 || res[0].Normalized > 100 {
+		t.Fatalf("results %+v", res)
+	}
+}
+
+// TestTrainRegistersPerSeriesModels trains against a running server through
+// its API and finds one version per stored series in the registry.
+func TestTrainRegistersPerSeriesModels(t *testing.T) {
+	ctx := context.Background()
+	cfg := server.DefaultConfig(t.TempDir())
+	cfg.MQTT.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	srv, err := server.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(ctx)
+	st := srv.Store()
+	d, _ := st.AddDevice(ctx, "lathe-2", "lathe-key-2")
+	temp, _ := st.MetricID(ctx, "temperature")
+	rpm, _ := st.MetricID(ctx, "rpm")
+	b := array.NewRecordBuilder(memory.DefaultAllocator, store.TelemetrySchema)
+	t0 := time.Now().Add(-time.Hour)
+	for i := 0; i < 200; i++ {
+		for _, m := range []int16{temp, rpm} {
+			b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(t0.Add(time.Duration(i) * time.Second).UnixMicro()))
+			b.Field(1).(*array.Int32Builder).Append(d.ID)
+			b.Field(2).(*array.Int16Builder).Append(m)
+			b.Field(3).(*array.Float64Builder).Append(float64(70 + i%5))
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"train", "--server", "http://" + srv.HTTPAddr(), "--model", "ewma_z", "--device", "lathe-2"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	ms, err := st.Models(ctx, false)
+	if err != nil || len(ms) != 2 || ms[0].Name != "lathe-2/rpm" || ms[1].Name != "lathe-2/temperature" {
+		t.Fatalf("registry %+v %v\n%s", ms, err, stdout.String())
+	}
+	var fm struct {
+		Readings int `json:"readings"`
+	}
+	json.Unmarshal(ms[1].Metrics, &fm)
+	if fm.Readings != 200 || !strings.Contains(stdout.String(), "lathe-2/temperature version 1: 200 readings") {
+		t.Fatalf("metrics %s, output %s", ms[1].Metrics, stdout.String())
 	}
 }

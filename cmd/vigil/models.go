@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/vigil-iot/vigil/models"
+	"github.com/vigil-iot/vigil/models/nab"
+)
+
+// parseSpec reads a model spec: a kind name ("ewma_z"), a JSON document
+// ({"kind": "...", "params": {...}}) or @FILE holding that JSON.
+func parseSpec(s string) (models.Spec, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return models.DefaultSpec(), nil
+	}
+	if strings.HasPrefix(s, "@") {
+		b, err := os.ReadFile(s[1:])
+		if err != nil {
+			return models.Spec{}, fmt.Errorf("model spec: %w", err)
+		}
+		s = strings.TrimSpace(string(b))
+	}
+	spec := models.Spec{Kind: s}
+	if strings.HasPrefix(s, "{") {
+		spec = models.Spec{}
+		if err := json.Unmarshal([]byte(s), &spec); err != nil {
+			return models.Spec{}, fmt.Errorf(`model spec is not JSON {"kind": "...", "params": {...}}: %w`, err)
+		}
+	}
+	if _, err := models.New(spec); err != nil {
+		return models.Spec{}, fmt.Errorf("model spec: %w", err)
+	}
+	return spec, nil
+}
+
+const specHelp = `detector: a kind (e.g. ewma_z), JSON {"kind":..., "params":{...}}, or @FILE with that JSON (default: the ensemble)`
+
+func runScore(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("score", stderr)
+	model := fs.String("model", "", specHelp)
+	in := fs.String("in", "-", "input CSV with a header and timestamp,value rows (- for stdin)")
+	out := fs.String("out", "-", "output CSV timestamp,value,anomaly_score (- for stdout)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	spec, err := parseSpec(*model)
+	if err != nil {
+		return err
+	}
+	r, w := io.Reader(os.Stdin), stdout
+	if *in != "-" {
+		f, err := os.Open(*in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	var outFile *os.File
+	if *out != "-" {
+		if outFile, err = os.Create(*out); err != nil {
+			return err
+		}
+		w = outFile
+	}
+	err = models.ScoreCSV(spec, r, w)
+	if outFile != nil {
+		err = errors.Join(err, outFile.Close())
+	}
+	return err
+}
+
+func runEval(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "nab" {
+		return errors.New("usage: vigil eval nab --data DIR --labels FILE [--model SPEC] [--profiles FILE] [--json]")
+	}
+	fs := newFlags("eval nab", stderr)
+	data := fs.String("data", envOr("VIGIL_NAB_DIR", "testdata/nab")+"/data", "folder of <category>/<file>.csv series")
+	labels := fs.String("labels", "", "anomaly windows JSON (default: DATA/../labels/combined_windows.json)")
+	profiles := fs.String("profiles", "", "scoring profiles JSON (default: NAB's three profiles)")
+	model := fs.String("model", "", specHelp)
+	asJSON := fs.Bool("json", false, "print the results as JSON")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	spec, err := parseSpec(*model)
+	if err != nil {
+		return err
+	}
+	if *labels == "" {
+		*labels = strings.TrimSuffix(strings.TrimRight(*data, "/"), "data") + "labels/combined_windows.json"
+	}
+	series, err := nab.LoadCorpus(*data)
+	if err != nil {
+		return err
+	}
+	windows, err := nab.LoadWindows(*labels)
+	if err != nil {
+		return err
+	}
+	c := &models.Corpus{Series: series, Windows: windows, Profiles: nab.DefaultProfiles()}
+	if *profiles != "" {
+		if c.Profiles, err = nab.LoadProfiles(*profiles); err != nil {
+			return err
+		}
+	}
+	res, err := c.Evaluate(spec)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	specJSON, _ := json.Marshal(spec)
+	fmt.Fprintf(stdout, "NAB: %d files, model %s\n\n", len(series), specJSON)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROFILE\tSCORE\tTHRESHOLD\tTP\tFP\tFN")
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.4f\t%d\t%d\t%d\n", r.Profile, r.Normalized, r.Threshold, r.TP, r.FP, r.FN)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "\nper file (%s profile):\n", res[0].Profile)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tRAW\tTP\tFP\tFN\tWINDOWS")
+	for _, f := range res[0].Files {
+		fmt.Fprintf(tw, "%s\t%.3f\t%d\t%d\t%d\t%d\n", f.Name, f.Raw, f.TP, f.FP, f.FN, f.Windows)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/models"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// progress draws a bar on a terminal and nothing elsewhere.
+type progress struct {
+	w     io.Writer
+	on    bool
+	total int
+}
+
+func newProgress(w io.Writer, total int) *progress {
+	on := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			on = true
+		}
+	}
+	return &progress{w: w, on: on, total: total}
+}
+
+func (p *progress) step(done int, what string) {
+	if !p.on {
+		return
+	}
+	const width = 30
+	n := width * done / max(p.total, 1)
+	fmt.Fprintf(p.w, "\r[%s%s] %d/%d %-40.40s", strings.Repeat("#", n), strings.Repeat(" ", width-n), done, p.total, what)
+	if done == p.total {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+type seriesRef struct{ device, metric string }
+
+func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("train", stderr)
+	url, token := serverFlag(fs)
+	model := fs.String("model", "", specHelp)
+	device := fs.String("device", "", "train only this device's series")
+	metric := fs.String("metric", "", "train only this metric's series")
+	from := fs.String("from", "", "training window start, RFC 3339 (default: all history)")
+	to := fs.String("to", "", "training window end, RFC 3339 (default: now)")
+	asDefault := fs.Bool("default", false, "register one fleet-wide default model, judged on every selected series, instead of one per series")
+	csvPath := fs.String("csv", "", "train on a timestamp,value CSV instead of stored history (needs --name)")
+	name := fs.String("name", "", `with --csv: the registry name, "default" or DEVICE/METRIC`)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	spec, err := parseSpec(*model)
+	if err != nil {
+		return err
+	}
+	specJSON, _ := json.Marshal(spec)
+	c := &api.Client{BaseURL: *url, Token: *token}
+	threshold := 0.5
+
+	if *csvPath != "" {
+		if *name == "" {
+			return errors.New("--csv needs --name (default or DEVICE/METRIC)")
+		}
+		ts, xs, err := readCSV(*csvPath)
+		if err != nil {
+			return err
+		}
+		m, err := models.Fit(spec, ts, xs, threshold)
+		if err != nil {
+			return err
+		}
+		return register(ctx, c, stdout, *name, specJSON, ts, m)
+	}
+
+	var fromT, toT time.Time
+	if *from != "" {
+		if fromT, err = time.Parse(time.RFC3339, *from); err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+	}
+	if toT = time.Now().UTC(); *to != "" {
+		if toT, err = time.Parse(time.RFC3339, *to); err != nil {
+			return fmt.Errorf("--to: %w", err)
+		}
+	}
+	where := []string{"ts < " + sqlString(toT.Format(time.RFC3339Nano)) + "::TIMESTAMPTZ"}
+	if !fromT.IsZero() {
+		where = append(where, "ts >= "+sqlString(fromT.Format(time.RFC3339Nano))+"::TIMESTAMPTZ")
+	}
+	if *device != "" {
+		where = append(where, "device = "+sqlString(*device))
+	}
+	if *metric != "" {
+		where = append(where, "metric = "+sqlString(*metric))
+	}
+	cond := strings.Join(where, " AND ")
+	res, err := c.Query(ctx, "SELECT DISTINCT device, metric FROM readings WHERE "+cond+" ORDER BY ALL", api.MaxRowLimit)
+	if err != nil {
+		return err
+	}
+	if len(res.Rows) == 0 {
+		return errors.New("no stored readings match; check --device, --metric, --from and --to")
+	}
+	bar := newProgress(stderr, len(res.Rows))
+	var all []models.FitMetrics
+	var first time.Time
+	for i, row := range res.Rows {
+		ref := seriesRef{fmt.Sprint(row[0]), fmt.Sprint(row[1])}
+		ts, xs, err := history(ctx, c, ref, cond)
+		if err != nil {
+			return err
+		}
+		m, err := models.Fit(spec, ts, xs, threshold)
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", ref.device, ref.metric, err)
+		}
+		bar.step(i+1, ref.device+"/"+ref.metric)
+		if *asDefault {
+			all = append(all, m)
+			if first.IsZero() || ts[0].Before(first) {
+				first = ts[0]
+			}
+			continue
+		}
+		if err := register(ctx, c, stdout, ref.device+"/"+ref.metric, specJSON, ts, m); err != nil {
+			return err
+		}
+	}
+	if *asDefault {
+		agg := models.FitMetrics{Threshold: threshold}
+		alarms := 0.0
+		for _, m := range all {
+			agg.Readings += m.Readings
+			agg.WarmUp += m.WarmUp
+			agg.P50, agg.P99, agg.Max = max(agg.P50, m.P50), max(agg.P99, m.P99), max(agg.Max, m.Max)
+			alarms += m.AlarmRate * float64(m.Readings-m.WarmUp)
+		}
+		if scored := agg.Readings - agg.WarmUp; scored > 0 {
+			agg.AlarmRate = alarms / float64(scored)
+		}
+		return register(ctx, c, stdout, store.DefaultModel, specJSON, []time.Time{first, toT}, agg)
+	}
+	return nil
+}
+
+// history fetches one series through the query API.
+func history(ctx context.Context, c *api.Client, ref seriesRef, cond string) ([]time.Time, []float64, error) {
+	q := "SELECT epoch_us(ts) AS us, value FROM readings WHERE " + cond +
+		" AND device = " + sqlString(ref.device) + " AND metric = " + sqlString(ref.metric) + " ORDER BY ts"
+	res, err := c.Query(ctx, q, api.MaxRowLimit)
+	if err != nil {
+		return nil, nil, err
+	}
+	ts, xs := make([]time.Time, len(res.Rows)), make([]float64, len(res.Rows))
+	for i, row := range res.Rows {
+		us, err1 := strconv.ParseInt(fmt.Sprint(row[0]), 10, 64)
+		x, err2 := strconv.ParseFloat(fmt.Sprint(row[1]), 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, nil, fmt.Errorf("%s/%s row %d: %w", ref.device, ref.metric, i, err)
+		}
+		ts[i], xs[i] = time.UnixMicro(us).UTC(), x
+	}
+	return ts, xs, nil
+}
+
+func readCSV(path string) ([]time.Time, []float64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ts []time.Time
+	var xs []float64
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if i == 0 {
+			continue // header
+		}
+		tsText, valText, ok := strings.Cut(strings.TrimSpace(line), ",")
+		if !ok {
+			return nil, nil, fmt.Errorf("%s line %d: want timestamp,value", path, i+1)
+		}
+		t, err := models.ParseTimestamp(strings.Trim(tsText, `"`))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(valText), 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
+		}
+		ts, xs = append(ts, t), append(xs, x)
+	}
+	return ts, xs, nil
+}
+
+func register(ctx context.Context, c *api.Client, stdout io.Writer, name string, spec []byte, ts []time.Time, m models.FitMetrics) error {
+	metrics, _ := json.Marshal(m)
+	got, err := c.PutModel(ctx, store.Model{Name: name, Spec: spec, From: ts[0], To: ts[len(ts)-1], Metrics: metrics})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", name, err)
+	}
+	fmt.Fprintf(stdout, "%s version %d: %d readings, alarm rate %.4f, score p99 %.3f\n", got.Name, got.Version, m.Readings, m.AlarmRate, m.P99)
+	return nil
+}
+
+func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("models", stderr)
+	url, token := serverFlag(fs)
+	all := fs.Bool("all", false, "with list: every version, not only the active ones")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c := &api.Client{BaseURL: *url, Token: *token}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return errors.New("say what to do: list [--all] | activate NAME VERSION")
+	}
+	switch rest[0] {
+	case "list":
+		ms, err := c.Models(ctx, *all)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tVERSION\tACTIVE\tSPEC\tTRAINED FROM\tTO\tMETRICS")
+		for _, m := range ms {
+			fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%s\t%s\n", m.Name, m.Version, m.Active, m.Spec,
+				m.From.Format(time.RFC3339), m.To.Format(time.RFC3339), m.Metrics)
+		}
+		return tw.Flush()
+	case "activate":
+		if len(rest) != 3 {
+			return errors.New("activate needs NAME VERSION")
+		}
+		v, err := strconv.Atoi(rest[2])
+		if err != nil {
+			return fmt.Errorf("version %q is not a number", rest[2])
+		}
+		if err := c.ActivateModel(ctx, rest[1], v); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s version %d is active\n", rest[1], v)
+		return nil
+	}
+	return fmt.Errorf("unknown models command %q: use list or activate", rest[0])
+}

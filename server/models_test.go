@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/sim"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// TestModelHotReload: a model version registered through the API replaces
+// the running detector of its series without a restart, and a rollback
+// puts the earlier version back.
+func TestModelHotReload(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.ModelPoll = 50 * time.Millisecond
+	srv, err := Start(ctx, cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(ctx)
+	if _, err := srv.Store().AddDevice(ctx, "hot-1", "hot-key-01"); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sim.Connect(ctx, srv.MQTTAddr(), "hot-1", "hot-key-01", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Disconnect(&paho.Disconnect{})
+	seq := 0
+	send := func(n int) {
+		for i := 0; i < n; i++ {
+			seq++
+			body := fmt.Sprintf(`{"temperature": %.2f}`, 70+0.1*float64(seq%7))
+			if _, err := dev.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic("hot-1"), Payload: []byte(body)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(60)
+	c := &api.Client{BaseURL: "http://" + srv.HTTPAddr()}
+	if n := srv.Status().Anomalies; n != 0 {
+		t.Fatalf("%d anomalies on a steady series under the default model", n)
+	}
+
+	// Version 1: a hair-trigger ewma_z that calls every wiggle anomalous.
+	touchy := store.Model{Name: "hot-1/temperature", Spec: json.RawMessage(`{"kind":"ewma_z","params":{"z":0.05}}`)}
+	got, err := c.PutModel(ctx, touchy)
+	if err != nil || got.Version != 1 {
+		t.Fatalf("put: %+v %v", got, err)
+	}
+	waitFor(t, "version 1 to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsApplied == 1 })
+	send(30)
+	// Scoring follows the commit that acknowledged the publish.
+	waitFor(t, "the new version to flag the series", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().Anomalies > 0 })
+	var label string
+	srv.Store().DB().QueryRow(`SELECT model FROM anomalies ORDER BY id LIMIT 1`).Scan(&label)
+	if !strings.HasPrefix(label, "hot-1/temperature@1") {
+		t.Fatalf("anomaly model label %q", label)
+	}
+
+	// A spec that cannot build is refused before it can become active.
+	if _, err := c.PutModel(ctx, store.Model{Name: "hot-1/temperature", Spec: json.RawMessage(`{"kind":"crystal_ball"}`)}); err == nil {
+		t.Fatal("an unknown kind was registered")
+	}
+
+	// Version 2 is calm; then roll back to version 1.
+	if _, err := c.PutModel(ctx, store.Model{Name: "hot-1/temperature", Spec: json.RawMessage(`{"kind":"ewma_z"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "version 2 to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsApplied == 2 })
+	if err := c.ActivateModel(ctx, "hot-1/temperature", 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rollback to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsApplied == 3 })
+	all, err := c.Models(ctx, true)
+	if err != nil || len(all) != 2 || !all[0].Active || all[1].Active {
+		t.Fatalf("registry after rollback: %+v %v", all, err)
+	}
+}

@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Model is a versioned model artifact in the registry. Name is its scope:
+// "default" for every series without a model of its own, or
+// "DEVICE/METRIC" for one series.
+type Model struct {
+	Name    string          `json:"name"`
+	Version int             `json:"version"`
+	Spec    json.RawMessage `json:"spec"` // {"kind": ..., "params": ...}
+	From    time.Time       `json:"trained_from,omitzero"`
+	To      time.Time       `json:"trained_to,omitzero"`
+	Metrics json.RawMessage `json:"metrics"`
+	Created time.Time       `json:"created"`
+	Active  bool            `json:"active"`
+}
+
+// DefaultModel is the registry name of the fleet-wide model.
+const DefaultModel = "default"
+
+// ErrNoSuchModel: the registry has no model of that name and version.
+var ErrNoSuchModel = errors.New("no such model version")
+
+var modelName = regexp.MustCompile(`^(default|[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}/[A-Za-z_][A-Za-z0-9_.:-]{0,63})$`)
+
+// PutModel stores m as the next version of its name and makes it the active
+// one; earlier versions stay for rollback. It sets m.Version and m.Created.
+func (s *Store) PutModel(ctx context.Context, m *Model) error {
+	if !modelName.MatchString(m.Name) {
+		return fmt.Errorf("put model: name %q must be %q or DEVICE/METRIC", m.Name, DefaultModel)
+	}
+	if !json.Valid(m.Spec) {
+		return fmt.Errorf("put model %s: spec is not JSON", m.Name)
+	}
+	if len(m.Metrics) == 0 {
+		m.Metrics = json.RawMessage("{}")
+	}
+	s.wmu.Lock() // versions are assigned by the single writer
+	defer s.wmu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("put model %s: %w", m.Name, err)
+	}
+	defer tx.Rollback()
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?`, m.Name).Scan(&m.Version); err != nil {
+		return fmt.Errorf("put model %s: %w", m.Name, err)
+	}
+	m.Created, m.Active = time.Now().UTC().Truncate(time.Microsecond), true
+	if _, err := tx.ExecContext(ctx, `UPDATE models SET active = false WHERE name = ? AND active`, m.Name); err != nil {
+		return fmt.Errorf("put model %s: %w", m.Name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, true)`,
+		m.Name, m.Version, string(m.Spec), nullTime(m.From), nullTime(m.To), string(m.Metrics), m.Created); err != nil {
+		return fmt.Errorf("put model %s: %w", m.Name, err)
+	}
+	return tx.Commit()
+}
+
+// ActivateModel makes an existing version the active one (a rollback or
+// roll-forward).
+func (s *Store) ActivateModel(ctx context.Context, name string, version int) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM models WHERE name = ? AND version = ?`, name, version).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("activate %s version %d: %w", name, version, ErrNoSuchModel)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE models SET active = (version = ?) WHERE name = ?`, version, name); err != nil {
+		return fmt.Errorf("activate %s version %d: %w", name, version, err)
+	}
+	return tx.Commit()
+}
+
+// Models lists the registry: every version of every name when all is true,
+// else only the active versions.
+func (s *Store) Models(ctx context.Context, all bool) ([]Model, error) {
+	q := `SELECT name, version, spec, trained_from, trained_to, metrics, created, active FROM models`
+	if !all {
+		q += ` WHERE active`
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY name, version`)
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	defer rows.Close()
+	var out []Model
+	for rows.Next() {
+		var m Model
+		var spec, metrics string
+		var from, to sql.NullTime
+		if err := rows.Scan(&m.Name, &m.Version, &spec, &from, &to, &metrics, &m.Created, &m.Active); err != nil {
+			return nil, fmt.Errorf("list models: %w", err)
+		}
+		m.Spec, m.Metrics, m.From, m.To = json.RawMessage(spec), json.RawMessage(metrics), from.Time, to.Time
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// SeriesHistory returns the stored readings of one series in time order,
+// within [from, to) when those are not zero, at most limit of the most
+// recent ones when limit > 0.
+func (s *Store) SeriesHistory(ctx context.Context, device int32, metric int16, from, to time.Time, limit int) ([]time.Time, []float64, error) {
+	if from.IsZero() {
+		from = time.Unix(0, 0)
+	}
+	if to.IsZero() {
+		to = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	q := `SELECT ts, value FROM telemetry WHERE device_id = ? AND metric_id = ? AND ts >= ? AND ts < ? ORDER BY ts DESC`
+	args := []any{device, metric, from.UTC(), to.UTC()}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT * FROM (`+q+`) ORDER BY ts`, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("series history: %w", err)
+	}
+	defer rows.Close()
+	var ts []time.Time
+	var xs []float64
+	for rows.Next() {
+		var t time.Time
+		var x float64
+		if err := rows.Scan(&t, &x); err != nil {
+			return nil, nil, fmt.Errorf("series history: %w", err)
+		}
+		ts, xs = append(ts, t), append(xs, x)
+	}
+	return ts, xs, rows.Err()
+}
