@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"strconv"
 	"testing"
@@ -29,38 +30,42 @@ func benchBatch(n int, start time.Time) arrow.RecordBatch {
 	return b.NewRecordBatch()
 }
 
+// benchAppend opens a fresh store and calls insert b.N times, reporting
+// readings/s for batches of rows readings.
+func benchAppend(b *testing.B, rows int, insert func(s *Store, conn *sql.Conn) error) {
+	s, err := Open(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := s.db.Conn(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := insert(s, conn); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+}
+
 // BenchmarkAppend compares vigil's Commit (one transaction per batch, Arrow
 // scan, the path every reading takes) with DuckDB's own bulk paths for the
 // same records: a bare RegisterView + INSERT ... SELECT, and the Appender.
 // Each reports readings/s; compare them side by side in one run.
 func BenchmarkAppend(b *testing.B) {
+	ctx := context.Background()
 	for _, rows := range []int{10_000, 100_000} {
 		rec := benchBatch(rows, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
 		b.Run("vigil_commit/rows="+itoa(rows), func(b *testing.B) {
-			s, err := Open(context.Background(), b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := s.Commit(context.Background(), Batch{Readings: rec}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+			benchAppend(b, rows, func(s *Store, _ *sql.Conn) error { return s.Commit(ctx, Batch{Readings: rec}) })
 		})
 		b.Run("duckdb_arrow_insert/rows="+itoa(rows), func(b *testing.B) {
-			s, err := Open(context.Background(), b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			conn, _ := s.db.Conn(context.Background())
-			defer conn.Close()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				err := conn.Raw(func(dc any) error {
+			benchAppend(b, rows, func(_ *Store, conn *sql.Conn) error {
+				return conn.Raw(func(dc any) error {
 					ar, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
 					if err != nil {
 						return err
@@ -72,28 +77,16 @@ func BenchmarkAppend(b *testing.B) {
 						return err
 					}
 					defer release()
-					_, err = dc.(driver.ExecerContext).ExecContext(context.Background(), "INSERT INTO telemetry SELECT * FROM bench", nil)
+					_, err = dc.(driver.ExecerContext).ExecContext(ctx, "INSERT INTO telemetry SELECT * FROM bench", nil)
 					return err
 				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+			})
 		})
 		b.Run("duckdb_appender/rows="+itoa(rows), func(b *testing.B) {
-			s, err := Open(context.Background(), b.TempDir())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			conn, _ := s.db.Conn(context.Background())
-			defer conn.Close()
 			ts := rec.Column(0).(*array.Timestamp)
 			dev, met, val := rec.Column(1).(*array.Int32), rec.Column(2).(*array.Int16), rec.Column(3).(*array.Float64)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				err := conn.Raw(func(dc any) error {
+			benchAppend(b, rows, func(_ *Store, conn *sql.Conn) error {
+				return conn.Raw(func(dc any) error {
 					a, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", "telemetry")
 					if err != nil {
 						return err
@@ -105,11 +98,7 @@ func BenchmarkAppend(b *testing.B) {
 					}
 					return a.Close()
 				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+			})
 		})
 		rec.Release()
 	}
