@@ -161,6 +161,13 @@ const publishTimeout = 10 * time.Second
 func publish(c *paho.Client, p *paho.Publish) (*paho.PublishResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
+	go func() { // a lost connection ends the wait for the PUBACK at once
+		select {
+		case <-c.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	return c.Publish(ctx, p)
 }
 
