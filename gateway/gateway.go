@@ -115,3 +115,21 @@ type AckHandlerFunc func(ctx context.Context, a Ack) error
 
 // HandleAck calls f.
 func (f AckHandlerFunc) HandleAck(ctx context.Context, a Ack) error { return f(ctx, a) }
+
+// Senders delivers a command through the first gateway that can reach the
+// device: each Sender is tried in order until one returns anything but
+// ErrDeviceOffline. With the embedded MQTT gateway first and a broker link
+// second, a device connected to vigil directly gets its commands there and
+// every other device through the broker.
+type Senders []Sender
+
+// Send tries each Sender in turn.
+func (s Senders) Send(ctx context.Context, c Command) error {
+	err := error(ErrDeviceOffline)
+	for _, g := range s {
+		if err = g.Send(ctx, c); !errors.Is(err, ErrDeviceOffline) {
+			return err
+		}
+	}
+	return err
+}
