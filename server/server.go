@@ -114,6 +114,19 @@ func (r registry) AuthenticateDevice(name, key string) (gateway.Device, error) {
 	return gateway.Device{ID: d.ID, Name: d.Name}, nil
 }
 
+// LookupDevice resolves a device a broker has already authenticated (an
+// AMQP user-id): it must be registered and enabled, but no key is checked.
+func (r registry) LookupDevice(name string) (gateway.Device, error) {
+	d, ok := r.st.Device(name)
+	switch {
+	case !ok:
+		return gateway.Device{}, fmt.Errorf("%w: %q is not registered (vigil devices add %s)", gateway.ErrUnknownDevice, name, name)
+	case d.Status != store.Enabled:
+		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrDeviceDisabled, name)
+	}
+	return gateway.Device{ID: d.ID, Name: d.Name}, nil
+}
+
 // Start opens the store and starts every stage. On error, whatever was
 // started is stopped again.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
