@@ -69,6 +69,7 @@ var factories = map[string]Factory{
 	KindCUSUM:     factoryOf(KindCUSUM, DefaultCUSUMConfig, NewCUSUM),
 	KindEWMAChart: factoryOf(KindEWMAChart, DefaultEWMAChartConfig, NewEWMAChart),
 	KindSeasonal:  factoryOf(KindSeasonal, DefaultSeasonalConfig, NewSeasonal),
+	KindContext:   factoryOf(KindContext, DefaultContextConfig, NewContext),
 }
 
 // Kinds lists the detector kinds New accepts, sorted.

@@ -79,6 +79,8 @@ func TestDetectors(t *testing.T) {
 		{"tail/spike", Spec{Kind: KindTail}, noisy(n, onset, 10, daily, spikeAt(onset, 12)), 1},
 		{"ensemble/spike", DefaultSpec(), noisy(n, onset, 11, daily, spikeAt(onset, 12)), 1},
 		{"ensemble/shift", DefaultSpec(), noisy(n, onset, 12, daily, shift(10)), 1},
+		{"context/level_jump", Spec{Kind: KindContext}, noisy(n, onset, 16, daily, shift(40)), 1},
+		{"refractory/spike", Spec{Kind: KindRefractory}, noisy(n, onset, 17, daily, spikeAt(onset, 12)), 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,6 +193,15 @@ func TestParams(t *testing.T) {
 		{KindEnsemble, `{"members":[{"kind":"ewma_z"},{"kind":"spike"}]}`, ""},
 		{KindEnsemble, `{"members":[]}`, "at least one"},
 		{KindEWMAZ, `{"alpha":0.5}`, ""},
+		{KindContext, `{"bins":32,"order":3}`, ""},
+		{KindContext, `{"bins":1}`, "bins"},
+		{KindContext, `{"margin":-0.1}`, "margin"},
+		{KindContext, `{"warm_up_seconds":-1}`, "warm_up_seconds"},
+		{KindContext, `{"ordr":3}`, "unknown field"},
+		{KindRefractory, `{"rest":10,"model":{"kind":"ewma_z"}}`, ""},
+		{KindRefractory, `{"model":{"kind":"refractory"}}`, "must not itself"},
+		{KindRefractory, `{"alarm":0}`, "alarm"},
+		{KindRefractory, `{"rest":-1}`, "rest"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.kind+tc.params, func(t *testing.T) {

@@ -25,7 +25,13 @@
 //     detector's scores.
 //   - tail (Tail): extreme-value (peaks-over-threshold) calibration of
 //     another detector's deviations against the series' own history.
+//   - context (Context): novelty of the reading's value bin and of the
+//     sequence of recent bins, in the manner of CAD OSE, with Numenta's
+//     anomaly likelihood for the sequence part.
 //   - ensemble (Ensemble): the most alarmed of several detectors; with
+//     empty params, context plus tail-calibrated seasonal and ewma_z.
+//   - refractory (Refractory): another detector's scores with the readings
+//     after each detection silenced, so an event is reported once; with
 //     empty params, the default model (DefaultSpec).
 //
 // For several metrics of one device together there is the VectorDetector

@@ -92,4 +92,5 @@ func init() {
 	factories[KindLikelihood] = likelihoodFactory
 	factories[KindEnsemble] = ensembleFactory
 	factories[KindTail] = tailFactory
+	factories[KindRefractory] = refractoryFactory
 }

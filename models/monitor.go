@@ -42,7 +42,7 @@ type MonitorConfig struct {
 
 // DefaultMonitorConfig returns the configuration vigil runs with by default.
 func DefaultMonitorConfig() MonitorConfig {
-	return MonitorConfig{Model: Spec{Kind: KindEWMAZ}, Threshold: 0.5, Clear: 0.2, ClearCount: 5}
+	return MonitorConfig{Model: LiveSpec(), Threshold: 0.5, Clear: 0.2, ClearCount: 5}
 }
 
 // Validate checks the configuration without building anything.
