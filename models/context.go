@@ -136,7 +136,6 @@ type Context struct {
 	ring  []float64
 	head  int
 	sum   float64
-	known int
 }
 
 var _ Detector = (*Context)(nil)
