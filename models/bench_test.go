@@ -10,12 +10,21 @@ import (
 	"time"
 )
 
-// BenchmarkScore measures the default model (with the features it is built
-// on) over many (device, metric) series, as the Monitor drives it: readings
+// BenchmarkScore measures the default model, the live default and the
+// lightest detector (with the features they are built on) over many (device, metric) series, as the Monitor drives it: readings
 // arrive round-robin across series, so each Update touches cold state.
 // It reports readings per second on one core and the bytes of state per
 // series. VIGIL_BENCH_SERIES sets the number of series (default 100,000).
 func BenchmarkScore(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		spec Spec
+	}{{"default", DefaultSpec()}, {"live", LiveSpec()}, {"ewma_z", Spec{Kind: KindEWMAZ}}} {
+		b.Run(c.name, func(b *testing.B) { benchScore(b, c.spec) })
+	}
+}
+
+func benchScore(b *testing.B, spec Spec) {
 	nSeries := 100_000
 	if v, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_SERIES")); err == nil && v > 0 {
 		nSeries = v
@@ -31,7 +40,7 @@ func BenchmarkScore(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	dets := make([]Detector, nSeries)
 	for i := range dets {
-		dets[i] = mustNewB(b, DefaultSpec())
+		dets[i] = mustNewB(b, spec)
 	}
 	// Warm every series past its warm-up so the timed loop measures scoring.
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
