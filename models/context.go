@@ -132,10 +132,10 @@ type Context struct {
 	seen map[uint64]struct{}
 
 	// Anomaly likelihood of the contextual novelty.
-	long  features.Moments
-	ring  []float64
-	head  int
-	sum   float64
+	long features.Moments
+	ring []float64
+	head int
+	sum  float64
 }
 
 var _ Detector = (*Context)(nil)
