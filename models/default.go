@@ -37,23 +37,15 @@ func DefaultSpec() Spec {
 	return Spec{Kind: KindRefractory}
 }
 
-// LiveSpec returns the detector the live pipeline runs by default: an
-// ensemble of the EWMA z-score, which scores after 20 readings, and the two
-// Tail-calibrated members of the default ensemble, which join once they have
-// seen a few hundred readings of their series. It differs from DefaultSpec
-// in two ways, both on purpose:
-//
-//   - no Refractory: live, a Monitor turns scores into episodes with
-//     hysteresis, which already reports an event once; a Refractory's
-//     enforced silence would close the episode while the fault persists and
-//     make the command verification record a recovery that did not happen;
-//   - no Context: its new-value rule scores 1 for any reading in a value bin
-//     never seen in its learning day, which on a healthy sensor happens to
-//     the rare extreme noise value — and live, every alarm can send a
-//     command to a device.
+// LiveSpec returns the detector the live pipeline runs by default: a
+// Handover from the EWMA z-score, which scores a new series after 20
+// readings, to the default ensemble, which needs a few hundred readings (and
+// Context a day) before it can judge a series, after 600 readings. It
+// differs from DefaultSpec in one way, on purpose: no Refractory. Live, a
+// Monitor turns scores into episodes with hysteresis, which already reports
+// an event once; a Refractory's enforced silence would close the episode
+// while the fault persists and make the command verification record a
+// recovery that did not happen.
 func LiveSpec() Spec {
-	return Spec{Kind: KindEnsemble, Params: json.RawMessage(`{"members":[` +
-		`{"kind":"ewma_z"},` +
-		`{"kind":"tail","params":{"model":{"kind":"seasonal","params":{"clip":2}}}},` +
-		`{"kind":"tail","params":{"model":{"kind":"ewma_z"}}}]}`)}
+	return Spec{Kind: KindHandover}
 }
