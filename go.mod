@@ -3,6 +3,7 @@ module github.com/vigil-iot/vigil
 go 1.26.5
 
 require (
+	github.com/Azure/go-amqp v1.7.0
 	github.com/apache/arrow-go/v18 v18.8.0
 	github.com/duckdb/duckdb-go-bindings v0.10506.0 // indirect
 	github.com/duckdb/duckdb-go-bindings/lib/darwin-amd64 v0.10506.0 // indirect

@@ -1,0 +1,601 @@
+package amqp
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	amqp "github.com/Azure/go-amqp"
+
+	"github.com/vigil-iot/vigil/gateway"
+)
+
+// Registry resolves a device id to the device vigil knows. LookupDevice
+// returns an error wrapping gateway.ErrUnknownDevice or
+// gateway.ErrDeviceDisabled when the device may not send. It must be safe
+// for concurrent use and fast: it is called once per message.
+type Registry interface {
+	LookupDevice(name string) (gateway.Device, error)
+}
+
+// Stats counts what the gateway did. All fields only grow.
+type Stats struct {
+	Connects       int64 // connections established to the broker
+	Disconnects    int64 // established connections that were lost
+	Telemetry      int64 // telemetry messages handed to the sink
+	Accepted       int64 // telemetry messages accepted after the sink stored them
+	Released       int64 // telemetry messages released for redelivery (the sink could not store them)
+	Unsettled      int64 // settlements that could not be sent (connection gone; the broker redelivers)
+	RefusedNoID    int64 // messages rejected for carrying no device identity
+	RefusedUnknown int64 // messages rejected from devices vigil does not know
+	RefusedOff     int64 // messages rejected from disabled devices
+	RefusedBody    int64 // messages rejected whose body is neither AMQP data nor a string
+	Commands       int64 // commands the broker accepted
+	Acks           int64 // command acknowledgements handed to the AckHandler
+	BadAcks        int64 // acknowledgements rejected as malformed or not applied by the handler
+}
+
+// Gateway links vigil to an AMQP 1.0 broker. Create it with New, then
+// Start; it is safe for concurrent use.
+type Gateway struct {
+	cfg  Config
+	reg  Registry
+	sink gateway.Sink
+	acks gateway.AckHandler
+	log  *slog.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu   sync.Mutex
+	link *link // the current connection; nil while disconnected
+
+	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
+	refusedNoID, refusedUnknown, refusedOff, refusedBody            atomic.Int64
+	commands, ackCount, badAcks                                     atomic.Int64
+}
+
+var _ gateway.Sender = (*Gateway)(nil)
+
+// New builds a gateway; it connects when Start is called.
+func New(cfg Config, reg Registry, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
+	return &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp")}
+}
+
+// Start validates the configuration and connects to the broker in the
+// background. It does not fail when the broker is unreachable: the gateway
+// keeps trying (see Connected) until Close.
+func (g *Gateway) Start() error {
+	if err := g.cfg.Validate(); err != nil {
+		return err
+	}
+	if g.done != nil {
+		return errors.New("amqp gateway: already started")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel, g.done = cancel, make(chan struct{})
+	go g.run(ctx)
+	return nil
+}
+
+// Connected reports whether the gateway is connected to the broker and its
+// links are attached.
+func (g *Gateway) Connected() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.link != nil
+}
+
+// Close disconnects from the broker. Messages the sink has not settled yet
+// stay unsettled and are redelivered to the next consumer.
+func (g *Gateway) Close() error {
+	if g.cancel == nil {
+		return nil
+	}
+	g.cancel()
+	select {
+	case <-g.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New("amqp gateway: close: connection did not shut down within 10s")
+	}
+}
+
+// Stats returns the counters so far.
+func (g *Gateway) Stats() Stats {
+	return Stats{
+		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
+		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
+		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
+		RefusedBody: g.refusedBody.Load(), Commands: g.commands.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+	}
+}
+
+// redacted is the broker URL without its password, for logs.
+func (g *Gateway) redacted() string {
+	u, err := url.Parse(g.cfg.URL)
+	if err != nil {
+		return "(invalid url)"
+	}
+	return u.Redacted()
+}
+
+// run connects, serves until the connection is lost, and reconnects with
+// exponential backoff, until ctx ends.
+func (g *Gateway) run(ctx context.Context) {
+	defer close(g.done)
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
+	for {
+		l, err := g.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			g.log.Warn("broker unreachable, retrying", "addr", g.redacted(), "vhost", g.cfg.VHost, "in", backoff, "err", err)
+		} else {
+			g.connects.Add(1)
+			g.log.Info("connected to broker", "addr", g.redacted(), "vhost", g.cfg.VHost, "source", g.cfg.Source, "feedback", g.cfg.Feedback)
+			g.setLink(l)
+			up := time.Now()
+			err = l.serve(ctx)
+			g.setLink(nil)
+			if ctx.Err() != nil {
+				return
+			}
+			g.disconnects.Add(1)
+			// A connection that failed at once (say the sink is closed)
+			// keeps backing off; one that served for a while starts over.
+			if time.Since(up) > g.cfg.MaxBackoff {
+				backoff = firstBackoff
+			}
+			g.log.Warn("broker connection lost, reconnecting", "addr", g.redacted(), "in", backoff, "err", err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, g.cfg.MaxBackoff)
+	}
+}
+
+func (g *Gateway) setLink(l *link) {
+	g.mu.Lock()
+	g.link = l
+	g.mu.Unlock()
+}
+
+func (g *Gateway) currentLink() *link {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.link
+}
+
+// outcome is how a received message is settled.
+type outcome int
+
+const (
+	accept outcome = iota
+	release
+	reject
+)
+
+// settlement is one pending disposition for the link's settler.
+type settlement struct {
+	msg     *amqp.Message
+	outcome outcome
+	err     *amqp.Error // reject only
+}
+
+// link is one connection to the broker with its session and links. It is
+// never closed link by link (RabbitMQ 3.10 does not complete a detach):
+// closing the connection closes everything.
+type link struct {
+	g         *Gateway
+	conn      *amqp.Conn
+	sess      *amqp.Session
+	telemetry *amqp.Receiver
+	feedback  *amqp.Receiver
+	settle    chan settlement
+	work      chan gateway.Message
+
+	smu     sync.Mutex
+	senders map[string]*amqp.Sender
+}
+
+// connect dials the broker, declares the queues and attaches the receivers.
+func (g *Gateway) connect(ctx context.Context) (*link, error) {
+	dctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
+	defer cancel()
+	opts := &amqp.ConnOptions{TLSConfig: g.cfg.TLS, ContainerID: "vigil-gateway"}
+	if g.cfg.VHost != "" {
+		opts.HostName = "vhost:" + g.cfg.VHost
+	}
+	conn, err := amqp.Dial(dctx, g.cfg.URL, opts)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	l, err := g.attach(dctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+	l := &link{
+		g: g, conn: conn, sess: sess, senders: map[string]*amqp.Sender{},
+		// At most Credit messages are unsettled at a time, so a settlement
+		// never waits for room (twice that for a careless double settle).
+		settle: make(chan settlement, 2*g.cfg.Credit),
+		work:   make(chan gateway.Message, g.cfg.Workers),
+	}
+	// A receiver attach to a missing queue takes the connection down:
+	// declare (durable) first, with a sender attach to /queue/NAME.
+	for _, addr := range []string{g.cfg.Source, g.cfg.Feedback} {
+		if q := queueToDeclare(addr); q != "" {
+			if _, err := sess.NewSender(ctx, q, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration}); err != nil {
+				return nil, fmt.Errorf("declare %s: %w", q, err)
+			}
+		}
+	}
+	if l.telemetry, err = sess.NewReceiver(ctx, g.cfg.Source, g.receiverOptions(g.cfg.Source)); err != nil {
+		return nil, fmt.Errorf("attach %s: %w", g.cfg.Source, err)
+	}
+	if l.feedback, err = sess.NewReceiver(ctx, g.cfg.Feedback, g.receiverOptions(g.cfg.Feedback)); err != nil {
+		return nil, fmt.Errorf("attach %s: %w", g.cfg.Feedback, err)
+	}
+	return l, nil
+}
+
+func (g *Gateway) receiverOptions(addr string) *amqp.ReceiverOptions {
+	o := &amqp.ReceiverOptions{Credit: int32(g.cfg.Credit), Name: "vigil" + addr}
+	if queueToDeclare(addr) != "" {
+		o.SourceDurability = amqp.DurabilityConfiguration // a /queue/NAME attach redeclares: keep it durable
+	}
+	return o
+}
+
+// serve runs the link until the connection fails or ctx ends, and closes
+// the connection.
+func (l *link) serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	fail := func(err error) { cancel(err) }
+	wg.Go(func() { fail(l.receiveTelemetry(ctx)) })
+	wg.Go(func() { fail(l.receiveFeedback(ctx)) })
+	wg.Go(l.settler)
+	for range l.g.cfg.Workers {
+		wg.Go(func() { l.submitter(ctx, fail) })
+	}
+	select {
+	case <-ctx.Done():
+	case <-l.conn.Done():
+		fail(fmt.Errorf("connection closed: %w", l.conn.Err()))
+	}
+	err := context.Cause(ctx)
+	l.conn.Close()
+	wg.Wait()
+	return err
+}
+
+// receiveTelemetry hands every telemetry message it may accept to the
+// submitters and rejects the others.
+func (l *link) receiveTelemetry(ctx context.Context) error {
+	g := l.g
+	for {
+		msg, err := l.telemetry.Receive(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("receive %s: %w", g.cfg.Source, err)
+		}
+		dev, rej := g.identify(msg)
+		if rej != nil {
+			l.settleLater(settlement{msg: msg, outcome: reject, err: rej})
+			continue
+		}
+		body, ok := messageBody(msg)
+		if !ok {
+			g.refusedBody.Add(1)
+			l.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+				Condition: amqp.ErrCondDecodeError, Description: "body must be AMQP data sections or a string value holding JSON telemetry",
+			}})
+			continue
+		}
+		m := gateway.Message{
+			Device: dev, Source: g.cfg.Source, ID: messageID(msg), Body: body, Received: time.Now().UTC(),
+			Settle: l.settleFunc(msg),
+		}
+		select {
+		case l.work <- m:
+		case <-ctx.Done():
+			l.settleLater(settlement{msg: msg, outcome: release})
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// submitter hands messages to the sink; decoding happens in Submit, so
+// several submitters decode in parallel.
+func (l *link) submitter(ctx context.Context, fail func(error)) {
+	for {
+		select {
+		case m := <-l.work:
+			if err := l.g.sink.Submit(ctx, m); err != nil {
+				// The sink will never settle it: give it back, and stop
+				// taking messages until a new connection.
+				m.Settle(err)
+				fail(fmt.Errorf("sink refused telemetry: %w", err))
+				return
+			}
+			l.g.telemetry.Add(1)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// settleFunc returns the Settle function of msg: accept on nil, release on
+// an error. It never blocks: the settler goroutine sends the disposition.
+func (l *link) settleFunc(msg *amqp.Message) func(error) {
+	return func(err error) {
+		if err != nil {
+			l.settleLater(settlement{msg: msg, outcome: release})
+			return
+		}
+		l.settleLater(settlement{msg: msg, outcome: accept})
+	}
+}
+
+func (l *link) settleLater(s settlement) {
+	select {
+	case l.settle <- s:
+	case <-l.conn.Done(): // the broker redelivers what was not settled
+		l.g.unsettled.Add(1)
+	}
+}
+
+// settler sends dispositions in the order the sink settles messages.
+func (l *link) settler() {
+	g := l.g
+	for {
+		var s settlement
+		select {
+		case s = <-l.settle:
+		case <-l.conn.Done():
+			return
+		}
+		// Not the link's context: a disposition for a stored message is
+		// worth sending while the connection lives, even when the link is
+		// shutting down.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		switch s.outcome {
+		case accept:
+			if err = l.telemetry.AcceptMessage(sctx, s.msg); err == nil {
+				g.accepted.Add(1)
+			}
+		case release:
+			if err = l.telemetry.ReleaseMessage(sctx, s.msg); err == nil {
+				g.released.Add(1)
+			}
+		case reject:
+			err = l.telemetry.RejectMessage(sctx, s.msg, s.err)
+		}
+		cancel()
+		if err != nil {
+			g.unsettled.Add(1)
+		}
+	}
+}
+
+// rejectNoIdentity is the rejection of a message that names no device.
+var rejectNoIdentity = &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess, Description: "no device identity: set the user-id property to the device id"}
+
+// identify returns the device a message comes from, or the error to reject
+// it with (counted).
+func (g *Gateway) identify(msg *amqp.Message) (gateway.Device, *amqp.Error) {
+	name := ""
+	if g.cfg.TrustProperty != "" {
+		if v, ok := msg.ApplicationProperties[g.cfg.TrustProperty].(string); ok {
+			name = v
+		}
+	}
+	if name == "" && msg.Properties != nil {
+		name = string(msg.Properties.UserID)
+	}
+	if name == "" {
+		g.refusedNoID.Add(1)
+		return gateway.Device{}, rejectNoIdentity
+	}
+	dev, err := g.reg.LookupDevice(name)
+	if err != nil {
+		switch {
+		case errors.Is(err, gateway.ErrUnknownDevice):
+			g.refusedUnknown.Add(1)
+		case errors.Is(err, gateway.ErrDeviceDisabled):
+			g.refusedOff.Add(1)
+		default: // not the device's fault, but nothing else can be done with it
+			g.refusedUnknown.Add(1)
+		}
+		return gateway.Device{}, &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess, Description: fmt.Sprintf("device %q: %v", name, err)}
+	}
+	return dev, nil
+}
+
+// messageBody returns the message's data sections, concatenated, or its
+// string (or binary) value.
+func messageBody(msg *amqp.Message) ([]byte, bool) {
+	switch {
+	case len(msg.Data) == 1:
+		return msg.Data[0], true
+	case len(msg.Data) > 1:
+		return bytes.Join(msg.Data, nil), true
+	}
+	switch v := msg.Value.(type) {
+	case string:
+		return []byte(v), true
+	case []byte:
+		return v, true
+	}
+	return nil, false
+}
+
+// messageID returns the message-id as a string ("" when absent).
+func messageID(msg *amqp.Message) string {
+	if msg.Properties == nil {
+		return ""
+	}
+	return idString(msg.Properties.MessageID)
+}
+
+func idString(id any) string {
+	switch v := id.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case uint64:
+		return strconv.FormatUint(v, 10)
+	case amqp.UUID:
+		return v.String()
+	case []byte:
+		if utf8.Valid(v) {
+			return string(v)
+		}
+		return hex.EncodeToString(v)
+	}
+	return fmt.Sprint(id)
+}
+
+// receiveFeedback hands command acknowledgements to the AckHandler.
+func (l *link) receiveFeedback(ctx context.Context) error {
+	g := l.g
+	for {
+		msg, err := l.feedback.Receive(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("receive %s: %w", g.cfg.Feedback, err)
+		}
+		var outcomeErr *amqp.Error
+		if dev, rej := g.identify(msg); rej != nil {
+			outcomeErr = rej
+		} else if a, bad := parseAck(msg, dev); bad != "" {
+			g.badAcks.Add(1)
+			outcomeErr = &amqp.Error{Condition: amqp.ErrCondInvalidField, Description: bad}
+		} else {
+			g.ackCount.Add(1)
+			if err := g.acks.HandleAck(ctx, a); err != nil {
+				g.badAcks.Add(1)
+				g.log.Warn("command acknowledgement not applied", "device", dev.Name, "command", a.CommandID, "err", err)
+			}
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if outcomeErr != nil {
+			err = l.feedback.RejectMessage(sctx, msg, outcomeErr)
+		} else {
+			err = l.feedback.AcceptMessage(sctx, msg)
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("settle acknowledgement: %w", err)
+		}
+	}
+}
+
+// parseAck reads an acknowledgement; bad says what is wrong with it.
+func parseAck(msg *amqp.Message, dev gateway.Device) (a gateway.Ack, bad string) {
+	a = gateway.Ack{Device: dev, Received: time.Now().UTC()}
+	if msg.Properties != nil {
+		a.CommandID = idString(msg.Properties.CorrelationID)
+	}
+	if a.CommandID == "" {
+		return a, "acknowledgement without correlation-id: set it to the command's id"
+	}
+	status, _ := msg.ApplicationProperties["ack"].(string)
+	a.Status = gateway.AckStatus(status)
+	if a.Status != gateway.AckCompleted && a.Status != gateway.AckRejected {
+		return a, fmt.Sprintf("application property ack is %q: want %q or %q", status, gateway.AckCompleted, gateway.AckRejected)
+	}
+	if body, ok := messageBody(msg); ok && len(bytes.TrimSpace(body)) > 0 {
+		var doc struct {
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(body, &doc) == nil {
+			a.Detail = doc.Detail
+		}
+	}
+	return a, ""
+}
+
+// Send sends a command to the device's command address and returns once
+// the broker has accepted it (persistent, expiring at c.Expires). It
+// returns an error wrapping gateway.ErrDeviceOffline while the gateway is
+// not connected to the broker. The broker accepts a command even when no
+// queue is bound to the device's address (the device never provisioned
+// one): the command then expires unacknowledged.
+func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
+	l := g.currentLink()
+	if l == nil {
+		return fmt.Errorf("amqp command %s to %s: broker %s not connected: %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
+	}
+	addr, subject := commandTarget(g.cfg.CommandAddress, c.Device)
+	msg := &amqp.Message{
+		Header:                &amqp.MessageHeader{Durable: true},
+		Properties:            &amqp.MessageProperties{MessageID: c.ID, CorrelationID: c.ID, ContentType: ptr("application/json")},
+		ApplicationProperties: map[string]any{"name": c.Name},
+		Data:                  [][]byte{c.Body()},
+	}
+	if subject != "" {
+		msg.Properties.Subject = &subject
+	}
+	if !c.Expires.IsZero() {
+		ttl := time.Until(c.Expires)
+		if ttl < time.Millisecond {
+			return fmt.Errorf("amqp command %s to %s: expired at %s", c.ID, c.Device, c.Expires.Format(time.RFC3339))
+		}
+		msg.Header.TTL = ttl
+		exp := c.Expires.UTC()
+		msg.Properties.AbsoluteExpiryTime = &exp
+	}
+	snd, err := l.sender(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("amqp command %s to %s: %w", c.ID, c.Device, err)
+	}
+	if err := snd.Send(ctx, msg, nil); err != nil {
+		return fmt.Errorf("amqp command %s to %s: %w", c.ID, c.Device, err)
+	}
+	g.commands.Add(1)
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// sender returns the link's sender to addr, attaching it on first use.
+func (l *link) sender(ctx context.Context, addr string) (*amqp.Sender, error) {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	if s, ok := l.senders[addr]; ok {
+		return s, nil
+	}
+	s, err := l.sess.NewSender(ctx, addr, nil)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", addr, err)
+	}
+	l.senders[addr] = s
+	return s, nil
+}

@@ -1,0 +1,337 @@
+package amqp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/Azure/go-amqp"
+
+	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/sim"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// fleet starts AMQP sim devices and returns them with a stop function that
+// waits for them to finish.
+func fleet(t *testing.T, b *testBroker, vhost string, keys map[string]string, names []string) ([]*sim.AMQPDevice, func()) {
+	t.Helper()
+	link := sim.DefaultAMQPLink()
+	link.URL, link.VHost, link.Batch = b.DeviceURL(), vhost, 10
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	devs := make([]*sim.AMQPDevice, len(names))
+	for i, n := range names {
+		devs[i] = sim.NewAMQPDevice(sim.DeviceConfig{Name: n, Key: keys[n], Interval: 2 * time.Millisecond, DayLength: time.Minute, Seed: uint64(i)}, link)
+		wg.Go(func() {
+			if err := devs[i].Run(ctx); err != nil {
+				t.Errorf("device %s: %v", n, err)
+			}
+		})
+	}
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return devs, stop
+}
+
+func totalMessages(devs []*sim.AMQPDevice) int64 {
+	var n int64
+	for _, d := range devs {
+		n += d.Stats().Messages
+	}
+	return n
+}
+
+// assertStoredExactly waits until every device's accepted readings are
+// stored and fails if any device has more or fewer.
+func assertStoredExactly(t *testing.T, v *vigil, devs []*sim.AMQPDevice) {
+	t.Helper()
+	var got map[string]int64
+	matches := func() bool {
+		got = v.storedReadings(t)
+		for _, d := range devs {
+			if got[d.Name()] != d.Stats().Readings {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !matches() {
+		if time.Now().After(deadline) {
+			for _, d := range devs {
+				t.Errorf("%s: %d readings stored, the broker accepted %d (%+v)", d.Name(), got[d.Name()], d.Stats().Readings, d.Stats())
+			}
+			t.Fatalf("gateway %+v, batcher %+v", v.gw.Stats(), v.batcher.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Nothing more may arrive later (e.g. a redelivery stored twice).
+	time.Sleep(300 * time.Millisecond)
+	if !matches() {
+		t.Fatalf("stored readings changed after they matched: %v", got)
+	}
+}
+
+func TestTelemetryAndCommandsThroughBroker(t *testing.T) {
+	b := needBroker(t)
+	names := []string{"e2e-dev-1", "e2e-dev-2", "e2e-dev-3"}
+	vhost, keys := b.Provision(t, names...)
+	v := startVigil(t, b, vhost, names, nil)
+	devs, stop := fleet(t, b, vhost, keys, names)
+	waitFor(t, 20*time.Second, "every device to have 10 messages accepted", func() bool {
+		for _, d := range devs {
+			if d.Stats().Messages < 10 {
+				return false
+			}
+		}
+		return true
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := gateway.Command{ID: "cmd-e2e-1", Device: names[1], Name: "reduce_load", Payload: json.RawMessage(`{"percent": 20}`), Expires: time.Now().Add(time.Minute)}
+	if err := v.gw.Send(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-v.acks:
+		if a.CommandID != cmd.ID || a.Device.Name != names[1] || a.Status != gateway.AckCompleted || a.Detail != "load reduced" {
+			t.Fatalf("acknowledgement %+v", a)
+		}
+		if d, _ := v.store.Device(names[1]); a.Device.ID != d.ID {
+			t.Fatalf("acknowledgement from device id %d, want %d", a.Device.ID, d.ID)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no acknowledgement; device stats %+v, gateway %+v", devs[1].Stats(), v.gw.Stats())
+	}
+	if s := devs[1].Stats(); s.Commands != 1 {
+		t.Fatalf("device %s received %d commands, want 1", names[1], s.Commands)
+	}
+	if s := devs[0].Stats(); s.Commands != 0 {
+		t.Fatalf("device %s received another device's command", names[0])
+	}
+
+	stop()
+	assertStoredExactly(t, v, devs)
+	s := v.gw.Stats()
+	if s.RefusedNoID+s.RefusedUnknown+s.RefusedOff+s.RefusedBody != 0 || s.Acks != 1 || s.BadAcks != 0 || s.Commands != 1 {
+		t.Fatalf("gateway stats %+v", s)
+	}
+	if s.Accepted != totalMessages(devs) {
+		t.Fatalf("gateway accepted %d messages, devices had %d accepted", s.Accepted, totalMessages(devs))
+	}
+	t.Logf("%d messages, %v readings stored; gateway %+v", totalMessages(devs), v.storedReadings(t), s)
+}
+
+func TestSendWhileDisconnectedIsOffline(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.URL = "amqp://127.0.0.1:1" // nothing listens on port 1
+	g := New(cfg, nil, nil, nil, testLogger())
+	if err := g.Start(); err != nil {
+		t.Fatalf("Start failed with the broker unreachable: %v", err)
+	}
+	defer g.Close()
+	if g.Connected() {
+		t.Fatal("connected to nothing")
+	}
+	err := g.Send(context.Background(), gateway.Command{ID: "c1", Device: "d1", Name: "reduce_load"})
+	if !errors.Is(err, gateway.ErrDeviceOffline) {
+		t.Fatalf("Send returned %v, want ErrDeviceOffline", err)
+	}
+}
+
+func TestRefusedMessages(t *testing.T) {
+	b := needBroker(t)
+	const dev, ghost, off = "ref-dev", "ref-ghost", "ref-off"
+	vhost, keys := b.Provision(t, dev, ghost, off)
+	v := startVigil(t, b, vhost, []string{dev, off}, nil)
+	if _, err := v.store.SetDeviceStatus(context.Background(), off, store.Disabled); err != nil {
+		t.Fatal(err)
+	}
+	withUser := func(user string, body []byte) *amqp.Message {
+		m := amqp.NewMessage(body)
+		m.Properties = &amqp.MessageProperties{MessageID: "m-" + user, UserID: []byte(user)}
+		return m
+	}
+	good := []byte(`[{"temperature": 70.1}]`)
+	tests := []struct {
+		name    string
+		user    string
+		msg     *amqp.Message
+		counter func(Stats) int64
+	}{
+		{"device unknown to vigil", ghost, withUser(ghost, good), func(s Stats) int64 { return s.RefusedUnknown }},
+		{"device disabled", off, withUser(off, good), func(s Stats) int64 { return s.RefusedOff }},
+		{"no user-id", dev, amqp.NewMessage(good), func(s Stats) int64 { return s.RefusedNoID }},
+		{"body neither data nor string", dev, &amqp.Message{Properties: &amqp.MessageProperties{UserID: []byte(dev)}, Value: int64(42)}, func(s Stats) int64 { return s.RefusedBody }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.counter(v.gw.Stats())
+			sendAs(t, b, vhost, tc.user, keys[tc.user], tc.msg)
+			waitFor(t, 10*time.Second, "the rejection", func() bool { return tc.counter(v.gw.Stats()) > before })
+		})
+	}
+
+	// A malformed body is the sink's to judge: it becomes a dead letter and
+	// the message is accepted.
+	sendAs(t, b, vhost, dev, keys[dev], withUser(dev, []byte(`{"temperature": "hot"}`)))
+	waitFor(t, 10*time.Second, "the malformed message to be accepted", func() bool { return v.gw.Stats().Accepted == 1 })
+	var n int
+	var device, reason string
+	if err := v.store.DB().QueryRow(`SELECT count(*), any_value(device), any_value(reason) FROM dead_letters`).Scan(&n, &device, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || device != dev || !strings.Contains(reason, "temperature") {
+		t.Fatalf("dead letters: %d, device %q, reason %q", n, device, reason)
+	}
+
+	// The malformed message came last: by now any redelivery of a
+	// rejected one would have been counted again.
+	s := v.gw.Stats()
+	if s.RefusedUnknown != 1 || s.RefusedOff != 1 || s.RefusedNoID != 1 || s.RefusedBody != 1 || s.Telemetry != 1 || s.Released != 0 {
+		t.Fatalf("gateway stats %+v: want each refusal counted once and only the malformed message handed to the sink", s)
+	}
+	if got := v.storedReadings(t); len(got) != 0 {
+		t.Fatalf("readings stored: %v", got)
+	}
+}
+
+func TestTrustedFieldGateway(t *testing.T) {
+	b := needBroker(t)
+	const fgw, dev = "field-gw", "behind-gw"
+	vhost, keys := b.Provision(t, fgw)
+	v := startVigil(t, b, vhost, []string{dev}, func(c *Config) { c.TrustProperty = "device" })
+	m := amqp.NewMessage([]byte(`{"temperature": 70.5, "vibration": 0.3}`))
+	m.Properties = &amqp.MessageProperties{MessageID: uint64(7), UserID: []byte(fgw)}
+	m.ApplicationProperties = map[string]any{"device": dev}
+	sendAs(t, b, vhost, fgw, keys[fgw], m)
+	// The field gateway itself is no device: its own telemetry is refused.
+	sendAs(t, b, vhost, fgw, keys[fgw], &amqp.Message{Properties: &amqp.MessageProperties{UserID: []byte(fgw)}, Value: `{"t": 1}`})
+	waitFor(t, 10*time.Second, "both messages", func() bool {
+		s := v.gw.Stats()
+		return s.Accepted == 1 && s.RefusedUnknown == 1
+	})
+	if got := v.storedReadings(t); got[dev] != 2 || len(got) != 1 {
+		t.Fatalf("stored %v, want 2 readings of %s", got, dev)
+	}
+	var id string
+	if err := v.store.DB().QueryRow(`SELECT msg_id FROM message_ids`).Scan(&id); err != nil || id != "7" {
+		t.Fatalf("message id %q (%v), want \"7\"", id, err)
+	}
+}
+
+// TestBrokerRestart stops the broker (SIGTERM) in the middle of a stream
+// and starts it again: the gateway and the devices reconnect, devices send
+// again what the broker had not accepted, the broker redelivers what vigil
+// had not settled, and every reading the broker accepted is stored once.
+func TestBrokerRestart(t *testing.T) {
+	b := needBroker(t)
+	if testing.Short() {
+		t.Skip("restarts the broker (~20 s)")
+	}
+	names := []string{"fault-dev-1", "fault-dev-2", "fault-dev-3"}
+	vhost, keys := b.Provision(t, names...)
+	v := startVigil(t, b, vhost, names, nil)
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			b.Run(t, "start")
+		}
+	})
+	devs, stop := fleet(t, b, vhost, keys, names)
+	waitFor(t, 20*time.Second, "the stream to flow", func() bool { return totalMessages(devs) >= 60 })
+
+	b.Run(t, "stop")
+	stoppedAt := totalMessages(devs)
+	if v.gw.Connected() {
+		t.Fatal("gateway still connected with the broker stopped")
+	}
+	time.Sleep(500 * time.Millisecond)
+	b.Run(t, "start")
+	restarted = true
+	waitFor(t, 60*time.Second, "the gateway to reconnect", v.gw.Connected)
+	waitFor(t, 60*time.Second, "devices to send again", func() bool { return totalMessages(devs) >= stoppedAt+60 })
+	stop()
+	assertStoredExactly(t, v, devs)
+
+	s, bs := v.gw.Stats(), v.batcher.Stats()
+	if s.Disconnects < 1 || s.Connects < 2 {
+		t.Fatalf("gateway stats %+v: want a lost connection and a reconnection", s)
+	}
+	var reconnects, failed int64
+	for _, d := range devs {
+		reconnects += d.Reconnects()
+		failed += d.Stats().Failed
+	}
+	if reconnects < int64(len(devs)) {
+		t.Fatalf("devices reconnected %d times, want at least %d", reconnects, len(devs))
+	}
+	t.Logf("messages accepted %d (%d before the stop), device send failures %d, gateway %+v, batcher duplicates %d",
+		totalMessages(devs), stoppedAt, failed, s, bs.Duplicates)
+}
+
+// flakySink fails the first delivery of every message and stores the
+// next.
+type flakySink struct {
+	mu   sync.Mutex
+	seen map[string]int
+	ids  []string
+}
+
+func (s *flakySink) Submit(_ context.Context, m gateway.Message) error {
+	s.mu.Lock()
+	n := s.seen[m.ID]
+	s.seen[m.ID]++
+	s.ids = append(s.ids, m.Device.Name+"/"+m.ID)
+	s.mu.Unlock()
+	if n == 0 {
+		m.Settle(errors.New("disk full"))
+	} else {
+		m.Settle(nil)
+	}
+	return nil
+}
+
+// fixedRegistry knows the devices it lists.
+type fixedRegistry map[string]int32
+
+func (r fixedRegistry) LookupDevice(name string) (gateway.Device, error) {
+	id, ok := r[name]
+	if !ok {
+		return gateway.Device{}, gateway.ErrUnknownDevice
+	}
+	return gateway.Device{ID: id, Name: name}, nil
+}
+
+func TestSettleErrorReleasesForRedelivery(t *testing.T) {
+	b := needBroker(t)
+	const dev = "flaky-dev"
+	vhost, keys := b.Provision(t, dev)
+	sink := &flakySink{seen: map[string]int{}}
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost = b.URL, vhost
+	g := New(cfg, fixedRegistry{dev: 1}, sink, make(ackChan, 1), testLogger())
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "the gateway to connect", g.Connected)
+	m := amqp.NewMessage([]byte(`{"t": 1}`))
+	m.Properties = &amqp.MessageProperties{MessageID: amqp.UUID{1, 2, 3}, UserID: []byte(dev)}
+	sendAs(t, b, vhost, dev, keys[dev], m)
+	waitFor(t, 10*time.Second, "the redelivered message to be accepted", func() bool { return g.Stats().Accepted == 1 })
+	s := g.Stats()
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	want := dev + "/01020300-0000-0000-0000-000000000000"
+	if s.Released != 1 || s.Telemetry != 2 || len(sink.ids) != 2 || sink.ids[0] != want || sink.ids[1] != want {
+		t.Fatalf("gateway %+v, deliveries %v: want one release and a redelivery of %s", s, sink.ids, want)
+	}
+}

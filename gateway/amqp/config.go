@@ -1,0 +1,130 @@
+package amqp
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// MinCredit is the smallest link credit Validate allows: RabbitMQ 3.10
+// stalls delivery for good with credit between 10 and 1000, and delivered
+// every message in every run with 2000.
+const MinCredit = 2000
+
+// Config sets up the broker link. The zero value is not usable; start from
+// DefaultConfig.
+type Config struct {
+	// URL is the broker, amqp://user:password@host:port or amqps://...
+	// The credentials are vigil's own (the URL's user wins over any other
+	// SASL setting in go-amqp). Never logged with its password.
+	URL string
+	// VHost is the RabbitMQ virtual host; empty for the broker's default.
+	VHost string
+	// TLS configures amqps:// connections; nil uses Go's defaults.
+	TLS *tls.Config
+	// Source is the address telemetry is received from. /amq/queue/NAME
+	// and /queue/NAME queues are declared (durable) when missing.
+	Source string
+	// CommandAddress is where a command to a device is sent; "{id}" is
+	// replaced by the device id. /exchange/X/KEY is sent as one link to
+	// /exchange/X with the routing key KEY in the subject.
+	CommandAddress string
+	// Feedback is the address devices' command acknowledgements are
+	// received from; declared like Source.
+	Feedback string
+	// Credit is the link credit of both receivers: how many messages may be
+	// delivered and not yet settled. It bounds the telemetry in flight
+	// between the broker and a commit. At least MinCredit.
+	Credit int
+	// TrustProperty, when not empty, names an application property that
+	// carries the device id, for a trusted field gateway that forwards for
+	// many devices. Anyone who may send to Source can then claim any
+	// device: set it only when the broker lets nothing but trusted field
+	// gateways write there. Messages without the property fall back to the
+	// user-id.
+	TrustProperty string
+	// Workers is how many goroutines hand messages to the sink (which
+	// decodes them on the calling goroutine).
+	Workers int
+	// DialTimeout bounds one connection attempt.
+	DialTimeout time.Duration
+	// MaxBackoff caps the wait between two connection attempts.
+	MaxBackoff time.Duration
+}
+
+// Default addresses.
+const (
+	DefaultSource         = "/amq/queue/vigil.telemetry"
+	DefaultCommandAddress = "/exchange/amq.topic/devices.{id}.messages.devicebound"
+	DefaultFeedback       = "/amq/queue/vigil.feedback"
+)
+
+// DefaultConfig returns the link settings vigil runs with by default, for a
+// broker on localhost.
+func DefaultConfig() Config {
+	return Config{
+		URL: "amqp://127.0.0.1:5672", Source: DefaultSource, CommandAddress: DefaultCommandAddress,
+		Feedback: DefaultFeedback, Credit: 2000, Workers: 2, DialTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
+	}
+}
+
+// Validate checks the configuration without connecting to anything.
+func (c Config) Validate() error {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("amqp: broker url: %w", errors.Unwrap(err))
+	}
+	if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		return fmt.Errorf("amqp: broker url %s: scheme must be amqp or amqps", u.Redacted())
+	}
+	if u.Host == "" {
+		return fmt.Errorf("amqp: broker url %s: no host", u.Redacted())
+	}
+	for _, a := range []struct{ name, addr string }{{"source", c.Source}, {"feedback", c.Feedback}, {"command address", c.CommandAddress}} {
+		if !strings.HasPrefix(a.addr, "/") {
+			return fmt.Errorf("amqp: %s %q: want an address such as /amq/queue/NAME", a.name, a.addr)
+		}
+	}
+	if c.Source == c.Feedback {
+		return fmt.Errorf("amqp: source and feedback are both %q: telemetry and acknowledgements need their own queues", c.Source)
+	}
+	if !strings.Contains(c.CommandAddress, "{id}") {
+		return fmt.Errorf("amqp: command address %q has no {id}: every device needs its own address", c.CommandAddress)
+	}
+	if c.Credit < MinCredit || c.Credit > 1<<30 {
+		return fmt.Errorf("amqp: credit %d: must be at least %d (RabbitMQ 3.10 can stall with less)", c.Credit, MinCredit)
+	}
+	if c.Workers < 1 {
+		return fmt.Errorf("amqp: workers %d: must be at least 1", c.Workers)
+	}
+	if c.DialTimeout <= 0 || c.MaxBackoff <= 0 {
+		return fmt.Errorf("amqp: dial timeout (%s) and max backoff (%s) must be positive", c.DialTimeout, c.MaxBackoff)
+	}
+	return nil
+}
+
+// queueToDeclare returns the /queue/NAME address that declares the queue
+// behind addr, or "" when addr names no queue (an exchange, a topic).
+func queueToDeclare(addr string) string {
+	for _, p := range []string{"/amq/queue/", "/queue/"} {
+		if name, ok := strings.CutPrefix(addr, p); ok && name != "" && !strings.Contains(name, "/") {
+			return "/queue/" + name
+		}
+	}
+	return ""
+}
+
+// commandTarget returns the link address and the subject (routing key, ""
+// for none) of a command to device. /exchange/X/KEY becomes /exchange/X
+// with KEY as subject, so that one link serves every device.
+func commandTarget(template, device string) (addr, subject string) {
+	if rest, ok := strings.CutPrefix(template, "/exchange/"); ok {
+		if x, key, ok := strings.Cut(rest, "/"); ok && x != "" && strings.Contains(key, "{id}") {
+			return "/exchange/" + x, strings.ReplaceAll(key, "{id}", device)
+		}
+	}
+	return strings.ReplaceAll(template, "{id}", device), ""
+}

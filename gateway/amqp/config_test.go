@@ -1,0 +1,103 @@
+package amqp
+
+import (
+	"strings"
+	"testing"
+
+	amqp "github.com/Azure/go-amqp"
+)
+
+func TestValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"http url", func(c *Config) { c.URL = "http://broker:5672" }, "scheme"},
+		{"no host", func(c *Config) { c.URL = "amqp://" }, "no host"},
+		{"password not in error", func(c *Config) { c.URL = "mqtt://vigil:s3cret@broker" }, "vigil:xxxxx@broker"},
+		{"relative source", func(c *Config) { c.Source = "vigil.telemetry" }, "source"},
+		{"same queue twice", func(c *Config) { c.Feedback = c.Source }, "own queues"},
+		{"command address without id", func(c *Config) { c.CommandAddress = "/exchange/amq.topic/commands" }, "{id}"},
+		{"credit that stalls", func(c *Config) { c.Credit = 100 }, "at least 2000"},
+		{"no workers", func(c *Config) { c.Workers = 0 }, "workers"},
+		{"no backoff", func(c *Config) { c.MaxBackoff = 0 }, "backoff"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.edit(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want an error mentioning %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestCommandTarget(t *testing.T) {
+	tests := []struct{ template, addr, subject string }{
+		{DefaultCommandAddress, "/exchange/amq.topic", "devices.d-1.messages.devicebound"},
+		{"/exchange/cmds/{id}", "/exchange/cmds", "d-1"},
+		{"/queue/commands.{id}", "/queue/commands.d-1", ""},
+		{"/topic/devices.{id}", "/topic/devices.d-1", ""},
+	}
+	for _, tc := range tests {
+		addr, subject := commandTarget(tc.template, "d-1")
+		if addr != tc.addr || subject != tc.subject {
+			t.Errorf("commandTarget(%q) = %q, %q; want %q, %q", tc.template, addr, subject, tc.addr, tc.subject)
+		}
+	}
+}
+
+func TestQueueToDeclare(t *testing.T) {
+	for addr, want := range map[string]string{
+		"/amq/queue/vigil.telemetry": "/queue/vigil.telemetry",
+		"/queue/q1":                  "/queue/q1",
+		"/exchange/amq.topic/k":      "",
+		"/topic/k":                   "",
+		"/amq/queue/":                "",
+	} {
+		if got := queueToDeclare(addr); got != want {
+			t.Errorf("queueToDeclare(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+func TestMessageIDAndBody(t *testing.T) {
+	uuid := amqp.UUID{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}
+	for _, tc := range []struct {
+		id   any
+		want string
+	}{
+		{nil, ""}, {"m-1", "m-1"}, {uint64(42), "42"}, {uuid, "12345678-9abc-def0-0102-030405060708"},
+		{[]byte("abc"), "abc"}, {[]byte{0xff, 0x00}, "ff00"},
+	} {
+		if got := idString(tc.id); got != tc.want {
+			t.Errorf("idString(%#v) = %q, want %q", tc.id, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		msg  *amqp.Message
+		want string
+		ok   bool
+	}{
+		{"one data section", &amqp.Message{Data: [][]byte{[]byte(`{"t":1}`)}}, `{"t":1}`, true},
+		{"two data sections", &amqp.Message{Data: [][]byte{[]byte(`[{"t":1},`), []byte(`{"t":2}]`)}}, `[{"t":1},{"t":2}]`, true},
+		{"string value", &amqp.Message{Value: `{"t":1}`}, `{"t":1}`, true},
+		{"number value", &amqp.Message{Value: int64(1)}, "", false},
+		{"no body", &amqp.Message{}, "", false},
+	} {
+		got, ok := messageBody(tc.msg)
+		if string(got) != tc.want || ok != tc.ok {
+			t.Errorf("%s: messageBody = %q, %v; want %q, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}

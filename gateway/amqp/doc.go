@@ -1,0 +1,44 @@
+// Package amqp links vigil to an AMQP 1.0 broker (RabbitMQ with its
+// rabbitmq_amqp1_0 plugin, through github.com/Azure/go-amqp) for devices
+// that talk to the broker rather than to vigil's embedded MQTT gateway.
+//
+// The Gateway holds one connection to the broker and, on it:
+//
+//   - a receiver on the telemetry source (default /amq/queue/vigil.telemetry).
+//     A message is handed to the Sink unsettled and settled only when the
+//     sink settles it: accepted once its batch is committed (as readings or
+//     as a dead letter), released when the commit failed so the broker
+//     delivers it again. Messages the gateway refuses itself (no device
+//     identity, unknown or disabled device, a body that is neither AMQP data
+//     nor a string) are rejected with an error description and counted;
+//   - a sender for commands, to an address built from a template per device
+//     (default routing key devices.{id}.messages.devicebound on amq.topic),
+//     persistent, with message-id and correlation-id = command id and a TTL
+//     until the command expires;
+//   - a receiver on the feedback source (default /amq/queue/vigil.feedback)
+//     for the devices' acknowledgements: correlation-id = command id,
+//     application property ack = completed|rejected, optional JSON body
+//     {"detail": "..."}.
+//
+// A device's identity is the message's user-id property, which RabbitMQ
+// checks against the authenticated user, or, for a trusted field gateway
+// that forwards for many devices, an application property named in
+// Config.TrustProperty. Either is resolved through a Registry; message
+// bodies are never trusted for identity.
+//
+// The gateway reconnects with exponential backoff (capped at
+// Config.MaxBackoff) whenever the connection is lost, also when the broker
+// is unreachable at Start. Messages not yet accepted when a connection
+// drops are redelivered by the broker; the sink recognises the ones it
+// already stored by (device, message id), so devices should always set a
+// message-id.
+//
+// Work-arounds for RabbitMQ 3.10's AMQP 1.0 plugin with go-amqp (see the
+// project's stack notes): link credit is at least 2000 (smaller credit can
+// stall delivery), links are never closed one by one (the broker never
+// completes the detach; the connection is closed instead), the Modified
+// outcome is never used (it kills the session), outgoing messages carry no
+// delivery annotations (they kill the connection), and queues are declared,
+// durable, before a receiver attaches to them (a refused attach takes the
+// connection down).
+package amqp

@@ -1,0 +1,441 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/Azure/go-amqp"
+)
+
+// AMQPLink is where AMQP devices find the broker and vigil's addresses.
+type AMQPLink struct {
+	// URL is the broker, amqp://host:port; credentials in it are ignored,
+	// each device logs in as itself (user = device id, password = key).
+	URL   string
+	VHost string
+	// Telemetry is the address telemetry is sent to; vigil's gateway
+	// declares it.
+	Telemetry string
+	// Commands is the address a device receives its commands from; "{id}"
+	// is replaced by the device id. The default, a receiver on amq.topic
+	// with the device's routing key, needs no provisioning; RabbitMQ 3.10
+	// creates a queue for it per connection (and leaves it behind), so
+	// commands sent while the device is away are lost. A provisioned
+	// durable queue (/amq/queue/NAME, bound to amq.topic) keeps them.
+	Commands string
+	// Feedback is the address command acknowledgements are sent to.
+	Feedback string
+	// Batch is how many samples (of two readings each) go in one message.
+	Batch int
+}
+
+// DefaultAMQPLink returns vigil's default addresses on a local broker.
+func DefaultAMQPLink() AMQPLink {
+	return AMQPLink{
+		URL: "amqp://127.0.0.1:5672", Telemetry: "/amq/queue/vigil.telemetry",
+		Commands: "/exchange/amq.topic/devices.{id}.messages.devicebound", Feedback: "/amq/queue/vigil.feedback", Batch: 10,
+	}
+}
+
+// Validate checks the link settings.
+func (l AMQPLink) Validate() error {
+	u, err := url.Parse(l.URL)
+	switch {
+	case err != nil:
+		return fmt.Errorf("sim: amqp url: %w", err)
+	case u.Scheme != "amqp" && u.Scheme != "amqps":
+		return fmt.Errorf("sim: amqp url %s: scheme must be amqp or amqps", u.Redacted())
+	case l.Telemetry == "" || l.Feedback == "" || !strings.Contains(l.Commands, "{id}"):
+		return errors.New("sim: amqp telemetry and feedback addresses must be set and the commands address must contain {id}")
+	case l.Batch < 1:
+		return errors.New("sim: amqp batch must be at least 1")
+	}
+	return nil
+}
+
+// AMQPDevice is a simulated device that sends telemetry to, and receives
+// commands from, an AMQP 1.0 broker (RabbitMQ) with its own credentials.
+// It behaves like Device: the same temperature model, the same commands,
+// the same Stats (readings count only once the broker accepted them).
+type AMQPDevice struct {
+	cfg  DeviceConfig
+	link AMQPLink
+
+	state      atomic.Int32
+	reconnects atomic.Int64
+
+	mu      sync.Mutex
+	stats   Stats
+	lastErr error
+}
+
+// NewAMQPDevice returns a device; it connects when Run is called. cfg.Addr
+// is not used; cfg.Key is the device's broker password.
+func NewAMQPDevice(cfg DeviceConfig, link AMQPLink) *AMQPDevice {
+	return &AMQPDevice{cfg: cfg, link: link}
+}
+
+// Name returns the device id.
+func (d *AMQPDevice) Name() string { return d.cfg.Name }
+
+// Faulty reports whether the device was configured to overheat.
+func (d *AMQPDevice) Faulty() bool { return d.cfg.Faulty }
+
+// State returns what the device is doing now.
+func (d *AMQPDevice) State() State { return State(d.state.Load()) }
+
+// Stats returns the counters so far.
+func (d *AMQPDevice) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+// Reconnects returns how many times the device connected again after
+// losing its connection.
+func (d *AMQPDevice) Reconnects() int64 { return d.reconnects.Load() }
+
+// LastError returns why the device last lost its connection, or nil.
+func (d *AMQPDevice) LastError() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastErr
+}
+
+// DialAMQP connects to the broker of link as the device name with its key.
+func DialAMQP(ctx context.Context, link AMQPLink, name, key string) (*amqp.Conn, error) {
+	u, err := url.Parse(link.URL)
+	if err != nil {
+		return nil, fmt.Errorf("sim %s: amqp url: %w", name, err)
+	}
+	u.User = url.UserPassword(name, key)
+	opts := &amqp.ConnOptions{ContainerID: name}
+	if link.VHost != "" {
+		opts.HostName = "vhost:" + link.VHost
+	}
+	c, err := amqp.Dial(ctx, u.String(), opts)
+	if err != nil {
+		return nil, fmt.Errorf("sim %s: amqp connect: %w", name, err)
+	}
+	return c, nil
+}
+
+// outgoing is a telemetry message waiting for the broker to accept it. It
+// keeps its message id when sent again, so vigil stores it once.
+type outgoing struct {
+	id       string
+	body     []byte
+	readings int
+}
+
+// maxOutbox bounds the messages a disconnected device keeps to send later.
+const maxOutbox = 1000
+
+// amqpRun is the state of one Run that survives reconnections.
+type amqpRun struct {
+	start   time.Time
+	runID   string
+	seq     int
+	rng     *rand.Rand
+	faultAt time.Time
+	coolAt  time.Time
+	heat    float64
+	samples []string
+	outbox  []outgoing
+}
+
+// Run connects, receives commands and sends telemetry every Interval
+// (Batch samples per message) until ctx ends. When the connection is lost
+// it reconnects with backoff (up to 5 s) and sends again, with the same
+// message ids, what the broker had not accepted. It returns an error only
+// when the first connection fails.
+func (d *AMQPDevice) Run(ctx context.Context) error {
+	if err := d.link.Validate(); err != nil {
+		return err
+	}
+	conn, err := DialAMQP(ctx, d.link, d.cfg.Name, d.cfg.Key)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	r := &amqpRun{start: start, runID: strconv.FormatInt(start.UnixNano(), 36), rng: rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed))}
+	backoff := 100 * time.Millisecond
+	for {
+		if err := d.serve(ctx, conn, r); err != nil {
+			d.mu.Lock()
+			d.lastErr = err
+			d.mu.Unlock()
+		}
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			if conn, err = DialAMQP(ctx, d.link, d.cfg.Name, d.cfg.Key); err == nil {
+				d.reconnects.Add(1)
+				backoff = 100 * time.Millisecond
+				break
+			}
+		}
+	}
+}
+
+// serve runs one connection until it fails or ctx ends.
+func (d *AMQPDevice) serve(ctx context.Context, conn *amqp.Conn, r *amqpRun) error {
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sim %s: session: %w", d.cfg.Name, err)
+	}
+	tel, err := sess.NewSender(ctx, d.link.Telemetry, nil)
+	if err != nil {
+		return fmt.Errorf("sim %s: attach %s: %w", d.cfg.Name, d.link.Telemetry, err)
+	}
+	fb, err := sess.NewSender(ctx, d.link.Feedback, nil)
+	if err != nil {
+		return fmt.Errorf("sim %s: attach %s: %w", d.cfg.Name, d.link.Feedback, err)
+	}
+	cmdAddr := strings.ReplaceAll(d.link.Commands, "{id}", d.cfg.Name)
+	// Credit of at least 2000: RabbitMQ 3.10 can stall smaller credit.
+	rcv, err := sess.NewReceiver(ctx, cmdAddr, &amqp.ReceiverOptions{Credit: 2000})
+	if err != nil {
+		return fmt.Errorf("sim %s: attach %s: %w", d.cfg.Name, cmdAddr, err)
+	}
+	cmds := make(chan command, 16)
+	lost := make(chan error, 1)
+	go func() {
+		for {
+			m, err := rcv.Receive(ctx, nil)
+			if err != nil {
+				lost <- err
+				return
+			}
+			_ = rcv.AcceptMessage(ctx, m) // a device takes a command once
+			var c command
+			if json.Unmarshal(m.GetData(), &c) != nil || c.ID == "" {
+				continue
+			}
+			select {
+			case cmds <- c:
+			default: // a device that cannot keep up drops commands; vigil expires them
+			}
+		}
+	}()
+	tick := time.NewTicker(d.cfg.Interval)
+	defer tick.Stop()
+	for {
+		// Send what is waiting before taking the next sample.
+		for len(r.outbox) > 0 && ctx.Err() == nil {
+			if err := d.sendTelemetry(tel, r.outbox[0]); err != nil {
+				return err
+			}
+			r.outbox = r.outbox[1:]
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-lost:
+			return fmt.Errorf("sim %s: commands: %w", d.cfg.Name, err)
+		case <-conn.Done():
+			return fmt.Errorf("sim %s: connection lost: %w", d.cfg.Name, conn.Err())
+		case c := <-cmds:
+			if err := d.handleCommand(fb, r, c); err != nil {
+				return err
+			}
+		case now := <-tick.C:
+			d.sample(r, now)
+		}
+	}
+}
+
+// sample takes one sample and queues a message when the batch is full.
+func (d *AMQPDevice) sample(r *amqpRun, now time.Time) {
+	if d.cfg.Faulty && d.State() == Healthy && r.faultAt.IsZero() && now.Sub(r.start) >= d.cfg.FaultAfter {
+		r.faultAt = now
+		d.state.Store(int32(Overheating))
+		d.mu.Lock()
+		d.stats.FirstFaultAt = now
+		d.mu.Unlock()
+	}
+	var extra float64
+	switch d.State() {
+	case Overheating:
+		extra = d.cfg.RampPerSecond * now.Sub(r.faultAt).Seconds()
+	case Recovering:
+		extra = r.heat * math.Exp(-now.Sub(r.coolAt).Seconds()/1.5)
+		if extra < 0.01 {
+			d.state.Store(int32(Healthy))
+		}
+	}
+	phase := 2 * math.Pi * float64(now.Sub(r.start)) / float64(d.cfg.DayLength)
+	temp := 70 + 3*math.Sin(phase) + r.rng.NormFloat64()*0.3 + extra
+	vib := 0.3 + r.rng.NormFloat64()*0.02 + extra*0.01
+	r.samples = append(r.samples, fmt.Sprintf(`{"ts":%q,"temperature":%.3f,"vibration":%.4f}`, now.UTC().Format(time.RFC3339Nano), temp, vib))
+	if len(r.samples) < d.link.Batch {
+		return
+	}
+	r.seq++
+	out := outgoing{id: r.runID + "-" + strconv.Itoa(r.seq), body: []byte("[" + strings.Join(r.samples, ",") + "]"), readings: 2 * len(r.samples)}
+	r.samples = r.samples[:0]
+	if len(r.outbox) >= maxOutbox {
+		r.outbox = r.outbox[1:]
+		d.mu.Lock()
+		d.stats.Failed++
+		d.mu.Unlock()
+	}
+	r.outbox = append(r.outbox, out)
+}
+
+// sendTelemetry sends one message unsettled and waits for the broker's
+// outcome. It returns an error when the message should be sent again on a
+// new connection; a message the broker refuses is dropped and counted.
+func (d *AMQPDevice) sendTelemetry(s *amqp.Sender, out outgoing) error {
+	msg := &amqp.Message{
+		Header:     &amqp.MessageHeader{Durable: true},
+		Properties: &amqp.MessageProperties{MessageID: out.id, UserID: []byte(d.cfg.Name), ContentType: ptr("application/json")},
+		Data:       [][]byte{out.body},
+	}
+	accepted, err := sendUnsettled(s, msg)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case accepted:
+		d.stats.Messages++
+		d.stats.Readings += int64(out.readings)
+	case err != nil:
+		d.stats.Failed++
+		return fmt.Errorf("sim %s: send telemetry: %w", d.cfg.Name, err)
+	default:
+		d.stats.Failed++
+	}
+	return nil
+}
+
+// sendUnsettled sends msg and reports whether the broker accepted it; err
+// is set when the outcome is unknown (the link or connection failed).
+func sendUnsettled(s *amqp.Sender, msg *amqp.Message) (accepted bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	receipt, err := s.SendWithReceipt(ctx, msg, nil)
+	if err != nil {
+		return false, err
+	}
+	state, err := receipt.Wait(ctx)
+	if err != nil {
+		return false, err
+	}
+	switch state.(type) {
+	case *amqp.StateAccepted:
+		return true, nil
+	case *amqp.StateReleased:
+		return false, errors.New("released by the broker")
+	}
+	return false, nil // rejected: sending it again would not help
+}
+
+func (d *AMQPDevice) handleCommand(fb *amqp.Sender, r *amqpRun, c command) error {
+	d.mu.Lock()
+	d.stats.Commands++
+	d.stats.LastCommandAt = time.Now()
+	d.mu.Unlock()
+	status, detail := "rejected", "unknown command"
+	if c.Name == "reduce_load" {
+		status, detail = "completed", "load reduced"
+		if d.State() == Overheating {
+			r.heat = d.cfg.RampPerSecond * time.Since(r.faultAt).Seconds()
+			r.coolAt = time.Now()
+			d.state.Store(int32(Recovering))
+		}
+	}
+	body, _ := json.Marshal(map[string]string{"detail": detail})
+	msg := &amqp.Message{
+		Header:                &amqp.MessageHeader{Durable: true},
+		Properties:            &amqp.MessageProperties{MessageID: "ack-" + c.ID, CorrelationID: c.ID, UserID: []byte(d.cfg.Name), ContentType: ptr("application/json")},
+		ApplicationProperties: map[string]any{"ack": status},
+		Data:                  [][]byte{body},
+	}
+	accepted, err := sendUnsettled(fb, msg)
+	if accepted {
+		d.mu.Lock()
+		d.stats.Acknowledged++
+		d.mu.Unlock()
+	}
+	if err != nil {
+		return fmt.Errorf("sim %s: acknowledge %s: %w", d.cfg.Name, c.ID, err)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// AMQPFleet is a set of simulated AMQP devices.
+type AMQPFleet struct {
+	Devices []*AMQPDevice
+}
+
+// NewAMQPFleet builds the devices of cfg (cfg.Addr is not used) on link.
+// key returns each device's broker password; the devices must exist as
+// broker users and be registered with vigil before Run.
+func NewAMQPFleet(cfg FleetConfig, link AMQPLink, key func(name string) string) (*AMQPFleet, error) {
+	if err := link.Validate(); err != nil {
+		return nil, err
+	}
+	f, err := NewFleet(cfg, key)
+	if err != nil {
+		return nil, err
+	}
+	out := &AMQPFleet{}
+	for _, d := range f.Devices {
+		out.Devices = append(out.Devices, NewAMQPDevice(d.cfg, link))
+	}
+	return out, nil
+}
+
+// Run runs every device until ctx ends and returns the errors of devices
+// that could not connect.
+func (f *AMQPFleet) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(f.Devices))
+	for i, d := range f.Devices {
+		wg.Go(func() {
+			delay := time.Duration(i) * d.cfg.Interval / time.Duration(len(f.Devices))
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			}
+			errs[i] = d.Run(ctx)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Totals sums the stats of all devices.
+func (f *AMQPFleet) Totals() Stats {
+	var t Stats
+	for _, d := range f.Devices {
+		s := d.Stats()
+		t.Messages += s.Messages
+		t.Readings += s.Readings
+		t.Failed += s.Failed
+		t.Commands += s.Commands
+		t.Acknowledged += s.Acknowledged
+	}
+	return t
+}
