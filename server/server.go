@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-iot/vigil/actions"
 	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/gateway/amqp"
 	"github.com/vigil-iot/vigil/gateway/mqtt"
 	"github.com/vigil-iot/vigil/ingest"
 	"github.com/vigil-iot/vigil/models"
@@ -29,6 +30,10 @@ type Config struct {
 	// DataDir holds the DuckDB file.
 	DataDir string
 	MQTT    mqtt.Config
+	// AMQP, when set, also links vigil to an AMQP 1.0 broker (RabbitMQ,
+	// Azure IoT Hub, Event Hubs, Service Bus): telemetry from its source,
+	// commands to its per-device addresses.
+	AMQP *amqp.Config
 	// HTTPAddr is where the HTTP API listens; empty disables it.
 	HTTPAddr string
 	// APIToken, when set, is required as a bearer token by the HTTP API.
@@ -65,7 +70,11 @@ func (c Config) Validate() error {
 	if c.TickInterval <= 0 || c.ModelPoll <= 0 || c.WarmReadings < 0 {
 		return errors.New("config: tick interval and model poll must be positive, warm readings not negative")
 	}
-	return errors.Join(c.Ingest.Validate(), c.Monitor.Validate(), c.Actions.Validate())
+	errs := []error{c.Ingest.Validate(), c.Monitor.Validate(), c.Actions.Validate()}
+	if c.AMQP != nil {
+		errs = append(errs, c.AMQP.Validate())
+	}
+	return errors.Join(errs...)
 }
 
 // Server is a running vigil.
@@ -74,6 +83,7 @@ type Server struct {
 	log     *slog.Logger
 	store   *store.Store
 	gw      *mqtt.Gateway
+	amqp    *amqp.Gateway // nil without a broker link
 	batcher *ingest.Batcher
 	ctrl    *actions.Controller
 	monitor *models.Monitor
@@ -154,12 +164,27 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// through a function because the controller is built after the gateway.
 	acks := gateway.AckHandlerFunc(func(ctx context.Context, a gateway.Ack) error { return s.ctrl.HandleAck(ctx, a) })
 	s.gw = mqtt.New(cfg.MQTT, registry{s.store}, s.batcher, acks, log)
-	if s.ctrl, err = actions.New(ctx, cfg.Actions, s.store, s.gw, log); err != nil {
+	senders := gateway.Senders{s.gw}
+	if cfg.AMQP != nil {
+		s.amqp = amqp.New(*cfg.AMQP, registry{s.store}, s.batcher, acks, log)
+		senders = append(senders, s.amqp)
+	}
+	if s.ctrl, err = actions.New(ctx, cfg.Actions, s.store, senders, log); err != nil {
 		s.shutdownPipeline(context.Background())
 		s.store.Close()
 		return nil, err
 	}
+	if s.amqp != nil {
+		// Connects in the background and keeps retrying, saying so in the
+		// log, when the broker is unreachable.
+		if err := s.amqp.Start(); err != nil {
+			s.shutdownPipeline(context.Background())
+			s.store.Close()
+			return nil, err
+		}
+	}
 	if err := s.gw.Start(); err != nil {
+		s.closeAMQP()
 		s.shutdownPipeline(context.Background())
 		s.store.Close()
 		return nil, err
@@ -168,6 +193,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			s.gw.Close()
+			s.closeAMQP()
 			s.shutdownPipeline(context.Background())
 			s.store.Close()
 			return nil, fmt.Errorf("http api: listen %s: %w", cfg.HTTPAddr, err)
@@ -359,7 +385,7 @@ func (s *Server) Close(ctx context.Context) error {
 		errs = append(errs, s.shutdownPipeline(ctx))
 		close(s.stopTick)
 		<-s.tickDone
-		errs = append(errs, s.gw.Close())
+		errs = append(errs, s.gw.Close(), s.closeAMQP())
 		if s.http != nil {
 			errs = append(errs, s.http.Shutdown(ctx))
 		}
@@ -367,6 +393,13 @@ func (s *Server) Close(ctx context.Context) error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+func (s *Server) closeAMQP() error {
+	if s.amqp == nil {
+		return nil
+	}
+	return s.amqp.Close()
 }
 
 // Store returns the server's store.
@@ -397,6 +430,8 @@ type Status struct {
 	Denied         int64  `json:"topics_denied"`
 	Anomalies      int64  `json:"anomalies"`
 	ModelsApplied  int64  `json:"model_versions_applied"`
+	// AMQP is the broker link's state; absent without one.
+	AMQP *AMQPStatus `json:"amqp,omitempty"`
 	actions.Stats
 }
 
@@ -408,7 +443,21 @@ func (s *Server) Status() Status {
 		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters,
 		Batches: is.Batches, CommitErrors: is.CommitErrors, RefusedDevices: gs.RefusedUnknown + gs.RefusedKey + gs.RefusedOff,
 		Denied: gs.Denied, Anomalies: s.anomalies.Load(), ModelsApplied: s.modelsOn.Load(), Stats: s.ctrl.Stats(),
+		AMQP: s.amqpStatus(),
 	}
+}
+
+// AMQPStatus is the state of the broker link.
+type AMQPStatus struct {
+	Connected bool `json:"connected"`
+	amqp.Stats
+}
+
+func (s *Server) amqpStatus() *AMQPStatus {
+	if s.amqp == nil {
+		return nil
+	}
+	return &AMQPStatus{Connected: s.amqp.Connected(), Stats: s.amqp.Stats()}
 }
 
 // Summary is the account of a run that `vigil demo --json` prints: totals

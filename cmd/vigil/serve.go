@@ -4,9 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 
+	"github.com/vigil-iot/vigil/gateway/amqp"
 	"github.com/vigil-iot/vigil/server"
 )
+
+// redact hides the password of a URL for logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
@@ -18,6 +29,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	maxRows := fs.Int("batch-rows", def.Ingest.MaxRows, "commit a batch when it holds this many readings")
 	maxDelay := fs.Duration("batch-delay", def.Ingest.MaxDelay, "commit a batch at the latest this long after its first message")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	amqpDef := amqp.DefaultConfig()
+	amqpURL := fs.String("amqp", "", "also link to an AMQP 1.0 broker: amqp[s]://USER:PASS@HOST:PORT")
+	amqpVHost := fs.String("amqp-vhost", "", "the broker's virtual host (RabbitMQ)")
+	amqpSource := fs.String("amqp-source", amqpDef.Source, "address vigil receives telemetry from")
+	amqpCommands := fs.String("amqp-commands", amqpDef.CommandAddress, "address template for a device's commands; {id} is the device id")
+	amqpFeedback := fs.String("amqp-feedback", amqpDef.Feedback, "address devices send command acknowledgements to")
+	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -28,6 +46,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		cfg.APIToken = envOr("VIGIL_API_TOKEN", "")
 	}
 	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
+	if *amqpURL != "" {
+		ac := amqpDef
+		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust
+		cfg.AMQP = &ac
+	}
 	log := newLogger(stderr, *logLevel)
 	srv, err := server.Start(ctx, cfg, log)
 	if err != nil {
@@ -37,7 +60,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if a := srv.HTTPAddr(); a != "" {
 		api = "http://" + a
 	}
-	log.Info("vigil serving", "mqtt", srv.MQTTAddr(), "api", api, "data", *dataDir, "devices", len(srv.Store().Devices()))
+	broker := "none"
+	if cfg.AMQP != nil {
+		broker = redact(cfg.AMQP.URL)
+	}
+	log.Info("vigil serving", "mqtt", srv.MQTTAddr(), "amqp", broker, "api", api, "data", *dataDir, "devices", len(srv.Store().Devices()))
 	<-ctx.Done()
 	log.Info("shutting down: committing in-flight batches")
 	if err := srv.Close(context.Background()); err != nil {
