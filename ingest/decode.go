@@ -42,6 +42,15 @@ const example = `{"temperature": 71.2, "vibration": 0.31}`
 // name within an object. Any invalid part makes the whole body invalid, and
 // the error is a *DecodeError.
 func Decode(body []byte, received time.Time) ([]Reading, error) {
+	if rs, ok := decodeFast(body, received); ok {
+		return rs, nil
+	}
+	return decodeGeneral(body, received)
+}
+
+// decodeGeneral is Decode through encoding/json: slower, but it accepts
+// every valid body and finds the words for every invalid one.
+func decodeGeneral(body []byte, received time.Time) ([]Reading, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return nil, invalid("empty body: send a JSON object such as %s", example)

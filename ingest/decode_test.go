@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -94,4 +96,77 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeFastMatchesGeneral: whatever the fast path accepts, the general
+// path accepts too, with exactly the same readings.
+func FuzzDecodeFastMatchesGeneral(f *testing.F) {
+	for _, s := range []string{
+		`{"a": 1}`, `[{"ts": "2026-01-01T00:00:00Z", "b": 2.5, "a": -0}, {"c": 1e3}]`, ` { "x" : 1.5e-3 } `,
+		`{"a": 1, "a": 2}`, `{"ts": "2026-01-01T00:00:00+02:00", "z": 1, "y": 2}`, `{"a": 01}`, `{"a": 1.}`,
+		`{"é": 1}`, `{"a\u0062": 1}`, `[{"a": 1},]`, `{"a": 1e999}`, `{"ts": "2026-13-01T00:00:00Z", "a": 1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	recv := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := decodeFast(body, recv)
+		if !ok {
+			return
+		}
+		general, err := decodeGeneral(body, recv)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, general path refused it: %v", body, err)
+		}
+		if len(fast) != len(general) {
+			t.Fatalf("%q: fast %v, general %v", body, fast, general)
+		}
+		for i := range fast {
+			if fast[i].Metric != general[i].Metric || !fast[i].TS.Equal(general[i].TS) ||
+				math.Float64bits(fast[i].Value) != math.Float64bits(general[i].Value) {
+				t.Fatalf("%q reading %d: fast %+v, general %+v", body, i, fast[i], general[i])
+			}
+		}
+	})
+}
+
+func TestFastPathTakesTheCommonShapes(t *testing.T) {
+	recv := time.Now()
+	for _, body := range []string{
+		`{"temperature": 71.2, "vibration": 0.31}`,
+		`[{"ts": "2026-11-29T04:59:58.5Z", "a": 1}, {"b": -2e-3}]`,
+		" {\n\t\"rpm\" : 1200 } ",
+	} {
+		if _, ok := decodeFast([]byte(body), recv); !ok {
+			t.Errorf("the fast path declined %s", body)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i := range 50 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"ts":"2026-11-29T00:00:%02dZ","temperature":%.3f,"vibration":%.4f}`, i, 70+float64(i%7)*0.1, 0.3+float64(i%5)*0.01)
+	}
+	sb.WriteByte(']')
+	body := []byte(sb.String())
+	now := time.Now()
+	for _, c := range []struct {
+		name string
+		fn   func([]byte, time.Time) ([]Reading, error)
+	}{{"vigil", Decode}, {"encoding_json", decodeGeneral}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := c.fn(body, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "readings/s")
+		})
+	}
 }
