@@ -53,10 +53,16 @@ func (e *EWMA) Update(x float64) {
 	if e.warm {
 		a = max(a, 1/float64(e.n))
 	}
-	diff := x - e.mean
+	e.mean, e.vari = ewmaStep(e.mean, e.vari, a, x)
+}
+
+// ewmaStep is one step of Finch's recursion with weight a: it returns the
+// mean and variance after x. EWMA and the buckets of Seasonal share it, so
+// they cannot drift apart.
+func ewmaStep(mean, vari, a, x float64) (float64, float64) {
+	diff := x - mean
 	incr := a * diff
-	e.mean += incr
-	e.vari = (1 - a) * (e.vari + diff*incr)
+	return mean + incr, (1 - a) * (vari + diff*incr)
 }
 
 // Mean returns the current weighted mean.

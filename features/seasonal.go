@@ -1,6 +1,9 @@
 package features
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Season chooses how a Seasonal baseline splits time into buckets.
 type Season int
@@ -50,17 +53,30 @@ func (s Season) Bucket(ts time.Time) int {
 // "seasonal index" of classical decomposition (Holt-Winters: Winters,
 // "Forecasting sales by exponentially weighted moving averages", Management
 // Science 6(3), 1960, section 3, here kept per bucket without trend).
+// Each bucket follows the recursion of an EWMA with weight alpha (see EWMA).
 //
 // Update first computes the residual of the reading against its bucket's
 // baseline as it stood before the reading, then folds the reading in, so the
 // residual is causal. The zero value is not usable: construct it with
 // NewSeasonal.
+//
+// The 24 buckets of HourOfDay are held in the value itself, so a detector
+// that embeds a Seasonal finds its bucket without following a pointer.
 type Seasonal struct {
 	season   Season
-	buckets  []EWMA
+	alpha    float64
+	week     []bucket // the buckets of HourOfWeek
 	residual float64
 	expected float64
-	std      float64
+	spread   float64 // variance of the last reading's bucket before it
+	day      [24]bucket
+}
+
+// bucket is the state of one EWMA of a Seasonal, without the weight, which
+// all buckets share.
+type bucket struct {
+	mean, vari float64
+	n          int
 }
 
 var _ Stream = (*Seasonal)(nil)
@@ -73,31 +89,61 @@ func NewSeasonal(season Season, alpha float64) Seasonal {
 	if n == 0 {
 		panic("features: unknown season")
 	}
-	b := make([]EWMA, n)
-	for i := range b {
-		b[i] = NewEWMA(alpha)
+	NewEWMA(alpha) // checks alpha
+	s := Seasonal{season: season, alpha: alpha}
+	if n != len(s.day) {
+		s.week = make([]bucket, n)
 	}
-	return Seasonal{season: season, buckets: b}
+	return s
 }
+
+// at returns bucket i.
+func (s *Seasonal) at(i int) *bucket {
+	if s.week != nil {
+		return &s.week[i]
+	}
+	return &s.day[i]
+}
+
+// Bucket returns the index of the bucket of ts, for BaselineAt and
+// UpdateAt: a caller with several questions about one reading finds its
+// bucket once.
+func (s *Seasonal) Bucket(ts time.Time) int { return s.season.Bucket(ts) }
 
 // Update computes the residual of x against the baseline of ts's bucket,
 // then folds x into that bucket.
-func (s *Seasonal) Update(ts time.Time, x float64) {
-	b := &s.buckets[s.season.Bucket(ts)]
-	if b.N() == 0 {
-		s.expected, s.std, s.residual = x, 0, 0
+func (s *Seasonal) Update(ts time.Time, x float64) { s.UpdateAt(s.Bucket(ts), x) }
+
+// UpdateAt is Update for a reading in bucket i (see Bucket).
+func (s *Seasonal) UpdateAt(i int, x float64) {
+	b := s.at(i)
+	if b.n == 0 {
+		s.expected, s.spread, s.residual = x, 0, 0
 	} else {
-		s.expected, s.std = b.Mean(), b.Std()
+		s.expected, s.spread = b.mean, b.vari
 		s.residual = x - s.expected
 	}
-	b.Update(x)
+	// The first reading sets the mean, as in EWMA.Update.
+	b.n++
+	if b.n == 1 {
+		b.mean = x
+		return
+	}
+	b.mean, b.vari = ewmaStep(b.mean, b.vari, s.alpha, x)
 }
 
 // Baseline returns the expected value and spread for a reading at ts, and
 // whether its bucket has seen any reading yet.
 func (s *Seasonal) Baseline(ts time.Time) (mean, std float64, ok bool) {
-	b := &s.buckets[s.season.Bucket(ts)]
-	return b.Mean(), b.Std(), b.N() > 0
+	b := s.at(s.Bucket(ts))
+	return b.mean, math.Sqrt(b.vari), b.n > 0
+}
+
+// BaselineAt returns the expected value for a reading in bucket i (see
+// Bucket) and how many readings that bucket has seen.
+func (s *Seasonal) BaselineAt(i int) (mean float64, seen int) {
+	b := s.at(i)
+	return b.mean, b.n
 }
 
 // Residual returns the last reading minus the baseline of its bucket before
@@ -109,9 +155,9 @@ func (s *Seasonal) Expected() float64 { return s.expected }
 
 // Spread returns the standard deviation of the last reading's bucket before
 // that reading.
-func (s *Seasonal) Spread() float64 { return s.std }
+func (s *Seasonal) Spread() float64 { return math.Sqrt(s.spread) }
 
 // Seen returns how many readings the bucket of ts has seen.
 func (s *Seasonal) Seen(ts time.Time) int {
-	return s.buckets[s.season.Bucket(ts)].N()
+	return s.at(s.Bucket(ts)).n
 }

@@ -123,20 +123,34 @@ type Context struct {
 	buf      []float64
 	start    time.Time
 
-	// Grid: bin k holds [lo + k·w, lo + (k+1)·w).
-	lo, w   float64
-	visited map[int64]struct{}
+	// Grid: bin k holds [lo + k·w, lo + (k+1)·w). The visited bins are
+	// a bitset for the bins near the learned range and a map for the rest,
+	// so the common question costs no map lookup.
+	lo, w      float64
+	near       [visitedNear / 64]uint64 // bins visitedLow to visitedLow+visitedNear-1
+	visitedFar map[int64]struct{}
 
-	// Context memory: hashes of the bin sequences seen.
-	hist []int64
-	seen map[uint64]struct{}
+	// Context memory: hashes of the bin sequences seen. hist and ring use
+	// histBuf and ringBuf when they are large enough (the defaults), so the
+	// state a reading touches is in one allocation.
+	hist    []int64
+	seen    hashSet
+	histBuf [8]int64
 
 	// Anomaly likelihood of the contextual novelty.
-	long features.Moments
-	ring []float64
-	head int
-	sum  float64
+	long    features.Moments
+	ring    []float64
+	head    int
+	sum     float64
+	ringBuf [16]float64
 }
+
+// The visited bins from visitedLow to visitedLow+visitedNear-1 are kept in a
+// bitset; the learned range is bins 0 to Bins-1.
+const (
+	visitedLow  = -64
+	visitedNear = 256
+)
 
 var _ Detector = (*Context)(nil)
 
@@ -145,15 +159,39 @@ func NewContext(cfg ContextConfig) (*Context, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Context{
-		cfg:      cfg,
-		learning: true,
-		visited:  make(map[int64]struct{}),
-		hist:     make([]int64, 0, cfg.Order+1),
-		seen:     make(map[uint64]struct{}),
-		long:     features.NewMoments(cfg.Horizon),
-		ring:     make([]float64, 0, cfg.Short),
-	}, nil
+	d := &Context{cfg: cfg, learning: true, long: features.NewMoments(cfg.Horizon)}
+	if cfg.Order+1 <= len(d.histBuf) {
+		d.hist = d.histBuf[: 0 : cfg.Order+1]
+	} else {
+		d.hist = make([]int64, 0, cfg.Order+1)
+	}
+	if cfg.Short <= len(d.ringBuf) {
+		d.ring = d.ringBuf[:0:cfg.Short]
+	} else {
+		d.ring = make([]float64, 0, cfg.Short)
+	}
+	return d, nil
+}
+
+// visited reports whether a reading has fallen in bin b.
+func (d *Context) visited(b int64) bool {
+	if i := uint64(b - visitedLow); i < visitedNear {
+		return d.near[i/64]&(1<<(i%64)) != 0
+	}
+	_, ok := d.visitedFar[b]
+	return ok
+}
+
+// visit records that a reading has fallen in bin b.
+func (d *Context) visit(b int64) {
+	if i := uint64(b - visitedLow); i < visitedNear {
+		d.near[i/64] |= 1 << (i % 64)
+		return
+	}
+	if d.visitedFar == nil {
+		d.visitedFar = make(map[int64]struct{})
+	}
+	d.visitedFar[b] = struct{}{}
 }
 
 // bin returns the grid bin of x.
@@ -178,12 +216,12 @@ func (d *Context) push(b int64) int {
 		// so each context extends the hash of the one before.
 		h = (h ^ uint64(d.hist[k])) * 1099511628211
 		h ^= h >> 31
-		if _, ok := d.seen[h]; ok {
+		if d.seen.has(h) {
 			if known == len(d.hist)-1-k {
 				known++
 			}
-		} else if len(d.seen) < d.cfg.MaxContexts {
-			d.seen[h] = struct{}{}
+		} else if d.seen.len() < d.cfg.MaxContexts {
+			d.seen.add(h)
 		}
 	}
 	return known
@@ -204,7 +242,7 @@ func (d *Context) endLearning() {
 	d.w = span * (1 + 2*d.cfg.Margin) / float64(d.cfg.Bins)
 	for _, v := range d.buf {
 		b := d.bin(v)
-		d.visited[b] = struct{}{}
+		d.visit(b)
 		d.push(b)
 	}
 	d.buf, d.learning = nil, false
@@ -214,10 +252,10 @@ func (d *Context) endLearning() {
 // visited bin (at most 64 bins away is looked for).
 func (d *Context) nearest(b int64) int64 {
 	for k := int64(1); k <= 64; k++ {
-		if _, ok := d.visited[b-k]; ok {
+		if d.visited(b - k) {
 			return k
 		}
-		if _, ok := d.visited[b+k]; ok {
+		if d.visited(b + k) {
 			return -k
 		}
 	}
@@ -241,11 +279,11 @@ func (d *Context) Update(ts time.Time, x float64) Score {
 		return s
 	}
 	b := d.bin(x)
-	if _, ok := d.visited[b]; !ok {
+	if !d.visited(b) {
 		dist := d.nearest(b)
 		s.Value, s.Deviation = 1, float64(dist)
 		s.Expected = d.lo + (float64(b-dist)+0.5)*d.w
-		d.visited[b] = struct{}{}
+		d.visit(b)
 	}
 	known := d.push(b)
 	raw := 1 - float64(known)/float64(len(d.hist))

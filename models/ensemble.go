@@ -37,8 +37,15 @@ func (c EnsembleConfig) Validate() error {
 // still "at its alarm level") and its explanation, which an average would
 // blur; detectors that see different kinds of anomaly (spikes, level
 // shifts, seasonal misfits) then cover for one another.
+//
+// Up to three members are held in the Ensemble itself rather than in a
+// slice of their own, and the Ensemble has no pointers into itself, so a
+// wrapper (Refractory, Handover) can hold it by value: a reading then
+// follows one pointer fewer to each member.
 type Ensemble struct {
-	members []Detector
+	n     int
+	first [3]Detector // the members, when there are at most three
+	more  []Detector  // the members, when there are more
 }
 
 var _ Detector = (*Ensemble)(nil)
@@ -48,13 +55,18 @@ func NewEnsemble(cfg EnsembleConfig) (*Ensemble, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Ensemble{members: make([]Detector, len(cfg.Members))}
+	e := &Ensemble{n: len(cfg.Members)}
+	members := e.first[:]
+	if e.n > len(e.first) {
+		e.more = make([]Detector, e.n)
+		members = e.more
+	}
 	for i, m := range cfg.Members {
 		d, err := New(m)
 		if err != nil {
 			return nil, fmt.Errorf("ensemble: member %d: %w", i, err)
 		}
-		e.members[i] = d
+		members[i] = d
 	}
 	return e, nil
 }
@@ -62,8 +74,12 @@ func NewEnsemble(cfg EnsembleConfig) (*Ensemble, error) {
 // Update feeds x to every member and returns the highest score; ties go to
 // the earlier member.
 func (e *Ensemble) Update(ts time.Time, x float64) Score {
-	best := e.members[0].Update(ts, x)
-	for _, d := range e.members[1:] {
+	members := e.more
+	if members == nil {
+		members = e.first[:e.n]
+	}
+	best := members[0].Update(ts, x)
+	for _, d := range members[1:] {
 		if s := d.Update(ts, x); s.Value > best.Value {
 			best = s
 		}

@@ -66,7 +66,23 @@ func NewHandover(cfg HandoverConfig) (*Handover, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handover late: %w", err)
 	}
+	e, eok := early.(*EWMAZ)
+	l, lok := late.(*Ensemble)
+	if eok && lok {
+		// Allocate both detectors with the Handover (see Ensemble).
+		b := &handoverWith{early: *e, late: *l}
+		b.Handover = Handover{early: &b.early, late: &b.late, after: cfg.After}
+		return &b.Handover, nil
+	}
 	return &Handover{early: early, late: late, after: cfg.After}, nil
+}
+
+// handoverWith is a Handover allocated together with the default early and
+// late detectors.
+type handoverWith struct {
+	Handover
+	early EWMAZ
+	late  Ensemble
 }
 
 // Update feeds x to both detectors and returns the score of the one in

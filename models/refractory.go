@@ -77,7 +77,20 @@ func NewRefractory(cfg RefractoryConfig) (*Refractory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("refractory: %w", err)
 	}
+	if e, ok := inner.(*Ensemble); ok {
+		// Allocate the ensemble with the Refractory (see Ensemble).
+		b := &withModel[Refractory, Ensemble]{model: *e}
+		b.outer = Refractory{cfg: cfg, inner: &b.model}
+		return &b.outer, nil
+	}
 	return &Refractory{cfg: cfg, inner: inner}, nil
+}
+
+// withModel is a wrapper detector allocated together with the detector it
+// wraps, so that a reading touches one allocation where it would touch two.
+type withModel[W, D any] struct {
+	outer W
+	model D
 }
 
 // Update scores x with the wrapped detector and passes the score on unless

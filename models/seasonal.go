@@ -96,9 +96,9 @@ func (c SeasonalConfig) Validate() error {
 // r²/(1+r²) with r = z/Z.
 type Seasonal struct {
 	cfg      SeasonalConfig
-	base     features.Seasonal
 	scale    features.Moments
 	outliers int
+	base     features.Seasonal
 }
 
 var _ Detector = (*Seasonal)(nil)
@@ -126,10 +126,11 @@ func (d *Seasonal) Update(ts time.Time, x float64) Score {
 	if d.scale.N() < 2 {
 		c = math.Inf(1)
 	}
-	mean, _, ok := d.base.Baseline(ts)
-	if !ok || d.base.Seen(ts) < d.cfg.MinSeen {
+	bucket := d.base.Bucket(ts)
+	mean, seen := d.base.BaselineAt(bucket)
+	if seen == 0 || seen < d.cfg.MinSeen {
 		// Too little history for this bucket: learn x as it is.
-		d.base.Update(ts, x)
+		d.base.UpdateAt(bucket, x)
 		return s
 	}
 	r := x - mean
@@ -151,7 +152,7 @@ func (d *Seasonal) Update(ts time.Time, x float64) Score {
 	} else {
 		d.outliers = 0
 	}
-	d.base.Update(ts, x)
+	d.base.UpdateAt(bucket, x)
 	d.scale.Add(r * r)
 	return s
 }

@@ -85,15 +85,20 @@ func (c TailConfig) Validate() error {
 // against while it grows.
 //
 // Update allocates nothing; the state is the Top largest deviations and
-// the Guard latest ones.
+// the Guard latest ones. With the default sizes both live in the Tail
+// itself, and a wrapped seasonal or ewma_z detector is allocated with it,
+// so a reading touches one allocation rather than four.
 type Tail struct {
-	cfg   TailConfig
-	inner Detector
-	top   minHeap
-	sum   float64
-	n     int
-	guard []float64
-	ghead int
+	inner    Detector
+	top      minHeap
+	guard    []float64
+	sum      float64
+	n        int
+	ghead    int
+	logAlarm float64 // math.Log(cfg.Alarm)
+	cfg      TailConfig
+	topBuf   [32]float64
+	guardBuf [16]float64
 }
 
 var _ Detector = (*Tail)(nil)
@@ -140,12 +145,29 @@ func NewTail(cfg TailConfig) (*Tail, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
 	}
-	return &Tail{
-		cfg:   cfg,
-		inner: inner,
-		top:   make(minHeap, 0, cfg.Top),
-		guard: make([]float64, 0, cfg.Guard),
-	}, nil
+	var d *Tail
+	switch m := inner.(type) {
+	case *Seasonal:
+		b := &withModel[Tail, Seasonal]{model: *m}
+		d, b.outer.inner = &b.outer, &b.model
+	case *EWMAZ:
+		b := &withModel[Tail, EWMAZ]{model: *m}
+		d, b.outer.inner = &b.outer, &b.model
+	default:
+		d = &Tail{inner: inner}
+	}
+	d.cfg, d.logAlarm = cfg, math.Log(cfg.Alarm)
+	if cfg.Top <= len(d.topBuf) {
+		d.top = d.topBuf[:0:cfg.Top]
+	} else {
+		d.top = make(minHeap, 0, cfg.Top)
+	}
+	if cfg.Guard <= len(d.guardBuf) {
+		d.guard = d.guardBuf[:0:cfg.Guard]
+	} else {
+		d.guard = make([]float64, 0, cfg.Guard)
+	}
+	return d, nil
 }
 
 // Update scores x with the wrapped detector and returns the tail score of
@@ -163,7 +185,7 @@ func (d *Tail) Update(ts time.Time, x float64) Score {
 			k := float64(len(d.top))
 			beta := math.Max(d.sum/k-u, d.cfg.Floor)
 			logp := math.Log(k/float64(d.n)) - (v-u)/beta
-			s.Value = math.Min(1, 0.5*logp/math.Log(d.cfg.Alarm))
+			s.Value = math.Min(1, 0.5*logp/d.logAlarm)
 		}
 	}
 	if d.cfg.Guard > 0 {
