@@ -24,9 +24,9 @@ func nabDir(t testing.TB) string {
 
 // nabFloor is the standard-profile score the default model must keep on
 // the 44-file development set: a regression guard set just under what it
-// scores now (72.33). It is also the target of issue 4 (Numenta HTM scores
-// 71.4 on these files, ARTime 75.4); see DefaultSpec.
-const nabFloor = 72
+// scores now (74.45). Issue 4 asks for at least 72 (Numenta HTM scores 71.4
+// on these files, ARTime 75.4); see DefaultSpec.
+const nabFloor = 74
 
 // TestNABDefault runs the default model over the NAB development set and
 // checks its normalised standard-profile score, with thresholds optimised

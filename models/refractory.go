@@ -22,10 +22,10 @@ type RefractoryConfig struct {
 }
 
 // DefaultRefractoryConfig returns the parameters used when none are given:
-// the Monitor's alarm level of 0.5, a rest of 100 readings, and the default
-// ensemble as the wrapped model.
+// the Monitor's alarm level of 0.5, a rest of 100 readings, and the live
+// default (LiveSpec) as the wrapped model.
 func DefaultRefractoryConfig() RefractoryConfig {
-	return RefractoryConfig{Model: Spec{Kind: KindEnsemble}, Alarm: 0.5, Rest: 100}
+	return RefractoryConfig{Model: LiveSpec(), Alarm: 0.5, Rest: 100}
 }
 
 // Validate reports the first parameter that is out of range. It does not
