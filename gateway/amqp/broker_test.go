@@ -24,8 +24,6 @@ type testBroker = rabbittest.Broker
 
 func needBroker(tb testing.TB) *testBroker { return rabbittest.Need(tb) }
 
-var randomHex = rabbittest.RandomHex
-
 func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
