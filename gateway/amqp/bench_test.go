@@ -106,7 +106,7 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, deco
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rcv, err := sess.NewReceiver(ctx, "/amq/queue/"+queue, &amqp.ReceiverOptions{Credit: MinCredit})
+	rcv, err := sess.NewReceiver(ctx, "/amq/queue/"+queue, &amqp.ReceiverOptions{Credit: int32(DefaultConfig().Credit)})
 	if err != nil {
 		tb.Fatal(err)
 	}
