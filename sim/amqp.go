@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,37 +67,16 @@ func (l AMQPLink) Validate() error {
 // It behaves like Device: the same temperature model, the same commands,
 // the same Stats (readings count only once the broker accepted them).
 type AMQPDevice struct {
-	cfg  DeviceConfig
-	link AMQPLink
-
-	state      atomic.Int32
+	core
+	link       AMQPLink
 	reconnects atomic.Int64
-
-	mu      sync.Mutex
-	stats   Stats
-	lastErr error
+	lastErr    error // guarded by core.mu
 }
 
 // NewAMQPDevice returns a device; it connects when Run is called. cfg.Addr
 // is not used; cfg.Key is the device's broker password.
 func NewAMQPDevice(cfg DeviceConfig, link AMQPLink) *AMQPDevice {
-	return &AMQPDevice{cfg: cfg, link: link}
-}
-
-// Name returns the device id.
-func (d *AMQPDevice) Name() string { return d.cfg.Name }
-
-// Faulty reports whether the device was configured to overheat.
-func (d *AMQPDevice) Faulty() bool { return d.cfg.Faulty }
-
-// State returns what the device is doing now.
-func (d *AMQPDevice) State() State { return State(d.state.Load()) }
-
-// Stats returns the counters so far.
-func (d *AMQPDevice) Stats() Stats {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.stats
+	return &AMQPDevice{core: core{cfg: cfg}, link: link}
 }
 
 // Reconnects returns how many times the device connected again after
@@ -409,33 +387,12 @@ func NewAMQPFleet(cfg FleetConfig, link AMQPLink, key func(name string) string) 
 // Run runs every device until ctx ends and returns the errors of devices
 // that could not connect.
 func (f *AMQPFleet) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(f.Devices))
-	for i, d := range f.Devices {
-		wg.Go(func() {
-			delay := time.Duration(i) * d.cfg.Interval / time.Duration(len(f.Devices))
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-				return
-			}
-			errs[i] = d.Run(ctx)
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return runStaggered(ctx, len(f.Devices), func(i int) (time.Duration, func(context.Context) error) {
+		return f.Devices[i].cfg.Interval, f.Devices[i].Run
+	})
 }
 
 // Totals sums the stats of all devices.
 func (f *AMQPFleet) Totals() Stats {
-	var t Stats
-	for _, d := range f.Devices {
-		s := d.Stats()
-		t.Messages += s.Messages
-		t.Readings += s.Readings
-		t.Failed += s.Failed
-		t.Commands += s.Commands
-		t.Acknowledged += s.Acknowledged
-	}
-	return t
+	return sumStats(len(f.Devices), func(i int) Stats { return f.Devices[i].Stats() })
 }

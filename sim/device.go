@@ -63,8 +63,9 @@ type Stats struct {
 	LastCommandAt time.Time
 }
 
-// Device is one simulated device.
-type Device struct {
+// core is what every simulated device has, whatever its protocol: its
+// configuration, what it is doing and its counters.
+type core struct {
 	cfg   DeviceConfig
 	state atomic.Int32
 
@@ -72,24 +73,29 @@ type Device struct {
 	stats Stats
 }
 
-// NewDevice returns a device; it connects when Run is called.
-func NewDevice(cfg DeviceConfig) *Device { return &Device{cfg: cfg} }
-
 // Name returns the device id.
-func (d *Device) Name() string { return d.cfg.Name }
+func (d *core) Name() string { return d.cfg.Name }
 
 // Faulty reports whether the device was configured to overheat.
-func (d *Device) Faulty() bool { return d.cfg.Faulty }
+func (d *core) Faulty() bool { return d.cfg.Faulty }
 
 // State returns what the device is doing now.
-func (d *Device) State() State { return State(d.state.Load()) }
+func (d *core) State() State { return State(d.state.Load()) }
 
 // Stats returns the counters so far.
-func (d *Device) Stats() Stats {
+func (d *core) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.stats
 }
+
+// Device is one simulated MQTT device.
+type Device struct {
+	core
+}
+
+// NewDevice returns a device; it connects when Run is called.
+func NewDevice(cfg DeviceConfig) *Device { return &Device{core: core{cfg: cfg}} }
 
 // command is the document a device receives on its devicebound topic.
 type command struct {

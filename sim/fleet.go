@@ -84,32 +84,41 @@ func NewFleet(cfg FleetConfig, key func(name string) string) (*Fleet, error) {
 // Run runs every device until ctx ends and returns the errors of devices
 // that could not connect or lost their connection.
 func (f *Fleet) Run(ctx context.Context) error {
+	return runStaggered(ctx, len(f.Devices), func(i int) (time.Duration, func(context.Context) error) {
+		return f.Devices[i].cfg.Interval, f.Devices[i].Run
+	})
+}
+
+// Totals sums the stats of all devices.
+func (f *Fleet) Totals() Stats {
+	return sumStats(len(f.Devices), func(i int) Stats { return f.Devices[i].Stats() })
+}
+
+// runStaggered runs n devices until ctx ends, starting device i after i/n of
+// its reporting interval so the fleet does not publish in lock step.
+func runStaggered(ctx context.Context, n int, device func(i int) (time.Duration, func(context.Context) error)) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(f.Devices))
-	for i, d := range f.Devices {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Stagger connections over one interval so the fleet does not
-			// publish in lock step.
-			delay := time.Duration(i) * d.cfg.Interval / time.Duration(len(f.Devices))
+	errs := make([]error, n)
+	for i := range n {
+		interval, run := device(i)
+		wg.Go(func() {
 			select {
-			case <-time.After(delay):
+			case <-time.After(time.Duration(i) * interval / time.Duration(n)):
 			case <-ctx.Done():
 				return
 			}
-			errs[i] = d.Run(ctx)
-		}()
+			errs[i] = run(ctx)
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// Totals sums the stats of all devices.
-func (f *Fleet) Totals() Stats {
+// sumStats adds up the counters of n devices.
+func sumStats(n int, stats func(i int) Stats) Stats {
 	var t Stats
-	for _, d := range f.Devices {
-		s := d.Stats()
+	for i := range n {
+		s := stats(i)
 		t.Messages += s.Messages
 		t.Readings += s.Readings
 		t.Failed += s.Failed
