@@ -29,6 +29,7 @@ type StatusError struct {
 	Message string
 }
 
+// Error says what the server answered.
 func (e *StatusError) Error() string { return fmt.Sprintf("vigil server: %d %s", e.Code, e.Message) }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

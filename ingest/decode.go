@@ -27,6 +27,7 @@ type DecodeError struct {
 	Reason string
 }
 
+// Error returns the reason.
 func (e *DecodeError) Error() string { return e.Reason }
 
 func invalid(format string, args ...any) error {

@@ -111,6 +111,7 @@ type Server struct {
 // Authenticator.
 type registry struct{ st *store.Store }
 
+// AuthenticateDevice checks a device's key against the store.
 func (r registry) AuthenticateDevice(name, key string) (gateway.Device, error) {
 	d, err := r.st.Authenticate(name, key)
 	switch {

@@ -47,6 +47,7 @@ const (
 	Recovering
 )
 
+// String names the state.
 func (s State) String() string {
 	return [...]string{"healthy", "overheating", "recovering"}[s]
 }

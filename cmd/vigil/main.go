@@ -1,7 +1,3 @@
-// Command vigil watches over fleets of connected devices: it takes their
-// telemetry through a device gateway, stores it in DuckDB, scores it for
-// anomalies and sends corrective commands back. Run `vigil help` for the
-// subcommands.
 package main
 
 import (

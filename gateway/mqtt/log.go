@@ -12,14 +12,17 @@ type minLevel struct {
 	min slog.Level
 }
 
+// Enabled drops records below the minimum level.
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
 }
 
+// WithAttrs keeps the minimum level on the derived handler.
 func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 	return minLevel{h.Handler.WithAttrs(a), h.min}
 }
 
+// WithGroup keeps the minimum level on the derived handler.
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
 }

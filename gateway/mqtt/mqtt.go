@@ -180,8 +180,10 @@ type hook struct {
 	g *Gateway
 }
 
+// ID names the hook in mochi's logs.
 func (h *hook) ID() string { return "vigil-gateway" }
 
+// Provides tells mochi which events the hook handles.
 func (h *hook) Provides(b byte) bool {
 	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish
 }

@@ -1,5 +1,3 @@
-// Package rabbittest gives vigil's tests the RabbitMQ node that .ci/rabbitmq
-// runs: where it is, and fresh virtual hosts with device users for a test.
 package rabbittest
 
 import (
