@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"strings"
@@ -121,13 +119,9 @@ const maxOutbox = 1000
 
 // amqpRun is the state of one Run that survives reconnections.
 type amqpRun struct {
-	start   time.Time
+	*machine
 	runID   string
 	seq     int
-	rng     *rand.Rand
-	faultAt time.Time
-	coolAt  time.Time
-	heat    float64
 	samples []string
 	outbox  []outgoing
 }
@@ -146,7 +140,7 @@ func (d *AMQPDevice) Run(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	r := &amqpRun{start: start, runID: strconv.FormatInt(start.UnixNano(), 36), rng: rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed))}
+	r := &amqpRun{machine: d.newMachine(start), runID: strconv.FormatInt(start.UnixNano(), 36)}
 	backoff := 100 * time.Millisecond
 	for {
 		if err := d.serve(ctx, conn, r); err != nil {
@@ -236,34 +230,14 @@ func (d *AMQPDevice) serve(ctx context.Context, conn *amqp.Conn, r *amqpRun) err
 				return err
 			}
 		case now := <-tick.C:
-			d.sample(r, now)
+			d.takeSample(r, now)
 		}
 	}
 }
 
-// sample takes one sample and queues a message when the batch is full.
-func (d *AMQPDevice) sample(r *amqpRun, now time.Time) {
-	if d.cfg.Faulty && d.State() == Healthy && r.faultAt.IsZero() && now.Sub(r.start) >= d.cfg.FaultAfter {
-		r.faultAt = now
-		d.state.Store(int32(Overheating))
-		d.mu.Lock()
-		d.stats.FirstFaultAt = now
-		d.mu.Unlock()
-	}
-	var extra float64
-	switch d.State() {
-	case Overheating:
-		extra = d.cfg.RampPerSecond * now.Sub(r.faultAt).Seconds()
-	case Recovering:
-		extra = r.heat * math.Exp(-now.Sub(r.coolAt).Seconds()/1.5)
-		if extra < 0.01 {
-			d.state.Store(int32(Healthy))
-		}
-	}
-	phase := 2 * math.Pi * float64(now.Sub(r.start)) / float64(d.cfg.DayLength)
-	temp := 70 + 3*math.Sin(phase) + r.rng.NormFloat64()*0.3 + extra
-	vib := 0.3 + r.rng.NormFloat64()*0.02 + extra*0.01
-	r.samples = append(r.samples, fmt.Sprintf(`{"ts":%q,"temperature":%.3f,"vibration":%.4f}`, now.UTC().Format(time.RFC3339Nano), temp, vib))
+// takeSample takes one sample and queues a message when the batch is full.
+func (d *AMQPDevice) takeSample(r *amqpRun, now time.Time) {
+	r.samples = append(r.samples, d.sample(r.machine, now))
 	if len(r.samples) < d.link.Batch {
 		return
 	}
@@ -327,19 +301,7 @@ func sendUnsettled(s *amqp.Sender, msg *amqp.Message) (accepted bool, err error)
 }
 
 func (d *AMQPDevice) handleCommand(fb *amqp.Sender, r *amqpRun, c command) error {
-	d.mu.Lock()
-	d.stats.Commands++
-	d.stats.LastCommandAt = time.Now()
-	d.mu.Unlock()
-	status, detail := "rejected", "unknown command"
-	if c.Name == "reduce_load" {
-		status, detail = "completed", "load reduced"
-		if d.State() == Overheating {
-			r.heat = d.cfg.RampPerSecond * time.Since(r.faultAt).Seconds()
-			r.coolAt = time.Now()
-			d.state.Store(int32(Recovering))
-		}
-	}
+	status, detail := d.command(r.machine, c, time.Now())
 	body, _ := json.Marshal(map[string]string{"detail": detail})
 	msg := &amqp.Message{
 		Header:                &amqp.MessageHeader{Durable: true},

@@ -98,6 +98,64 @@ type Device struct {
 // NewDevice returns a device; it connects when Run is called.
 func NewDevice(cfg DeviceConfig) *Device { return &Device{core: core{cfg: cfg}} }
 
+// machine is the equipment behind a simulated device: a motor whose
+// temperature follows a daily cycle with noise, overheats on a ramp when the
+// device is faulty, and cools back exponentially once told to shed load.
+type machine struct {
+	rng                    *rand.Rand
+	start, faultAt, coolAt time.Time
+	heat                   float64 // degrees above normal at coolAt
+}
+
+func (d *core) newMachine(start time.Time) *machine {
+	return &machine{rng: rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed)), start: start}
+}
+
+// sample moves the device through its states and returns its reading at
+// now as a telemetry object.
+func (d *core) sample(m *machine, now time.Time) string {
+	if d.cfg.Faulty && d.State() == Healthy && m.faultAt.IsZero() && now.Sub(m.start) >= d.cfg.FaultAfter {
+		m.faultAt = now
+		d.state.Store(int32(Overheating))
+		d.mu.Lock()
+		d.stats.FirstFaultAt = now
+		d.mu.Unlock()
+	}
+	var extra float64
+	switch d.State() {
+	case Overheating:
+		extra = d.cfg.RampPerSecond * now.Sub(m.faultAt).Seconds()
+	case Recovering:
+		extra = m.heat * math.Exp(-now.Sub(m.coolAt).Seconds()/1.5)
+		if extra < 0.01 {
+			d.state.Store(int32(Healthy))
+		}
+	}
+	phase := 2 * math.Pi * float64(now.Sub(m.start)) / float64(d.cfg.DayLength)
+	temp := 70 + 3*math.Sin(phase) + m.rng.NormFloat64()*0.3 + extra
+	vib := 0.3 + m.rng.NormFloat64()*0.02 + extra*0.01
+	return fmt.Sprintf(`{"ts":%q,"temperature":%.3f,"vibration":%.4f}`, now.UTC().Format(time.RFC3339Nano), temp, vib)
+}
+
+// command counts a received command and carries it out: reduce_load makes
+// an overheating machine cool down; anything else is rejected. It returns
+// the acknowledgement's status and detail.
+func (d *core) command(m *machine, c command, now time.Time) (status, detail string) {
+	d.mu.Lock()
+	d.stats.Commands++
+	d.stats.LastCommandAt = now
+	d.mu.Unlock()
+	if c.Name != "reduce_load" {
+		return "rejected", "unknown command"
+	}
+	if d.State() == Overheating {
+		m.heat = d.cfg.RampPerSecond * now.Sub(m.faultAt).Seconds()
+		m.coolAt = now
+		d.state.Store(int32(Recovering))
+	}
+	return "completed", "load reduced"
+}
+
 // command is the document a device receives on its devicebound topic.
 type command struct {
 	ID      string          `json:"id"`
@@ -205,12 +263,9 @@ func (d *Device) Run(ctx context.Context) error {
 		return fmt.Errorf("sim %s: subscribe: %w", d.cfg.Name, err)
 	}
 
-	rng := rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed))
-	start := time.Now()
-	run := strconv.FormatInt(start.UnixNano(), 36) // message ids are unique across runs
+	m := d.newMachine(time.Now())
+	run := strconv.FormatInt(m.start.UnixNano(), 36) // message ids are unique across runs
 	seq := 0
-	var faultAt, coolAt time.Time
-	var heat float64 // degrees above normal at coolAt
 	tick := time.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
 	for {
@@ -218,50 +273,15 @@ func (d *Device) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case c := <-cmds:
-			d.mu.Lock()
-			d.stats.Commands++
-			d.stats.LastCommandAt = time.Now()
-			d.mu.Unlock()
-			status := "rejected"
-			if c.Name == "reduce_load" {
-				status = "completed"
-				if d.State() == Overheating {
-					heat = d.cfg.RampPerSecond * time.Since(faultAt).Seconds()
-					coolAt = time.Now()
-					d.state.Store(int32(Recovering))
-				}
-			}
-			body := []byte(`{"detail":"load reduced"}`)
-			if status == "rejected" {
-				body = []byte(`{"detail":"unknown command"}`)
-			}
+			status, detail := d.command(m, c, time.Now())
+			body, _ := json.Marshal(map[string]string{"detail": detail})
 			if _, err := publish(client, &paho.Publish{QoS: 1, Topic: AckTopic(d.cfg.Name, c.ID, status), Payload: body}); err == nil {
 				d.mu.Lock()
 				d.stats.Acknowledged++
 				d.mu.Unlock()
 			}
 		case now := <-tick.C:
-			if d.cfg.Faulty && d.State() == Healthy && faultAt.IsZero() && now.Sub(start) >= d.cfg.FaultAfter {
-				faultAt = now
-				d.state.Store(int32(Overheating))
-				d.mu.Lock()
-				d.stats.FirstFaultAt = now
-				d.mu.Unlock()
-			}
-			var extra float64
-			switch d.State() {
-			case Overheating:
-				extra = d.cfg.RampPerSecond * now.Sub(faultAt).Seconds()
-			case Recovering:
-				extra = heat * math.Exp(-now.Sub(coolAt).Seconds()/1.5)
-				if extra < 0.01 {
-					d.state.Store(int32(Healthy))
-				}
-			}
-			phase := 2 * math.Pi * float64(now.Sub(start)) / float64(d.cfg.DayLength)
-			temp := 70 + 3*math.Sin(phase) + rng.NormFloat64()*0.3 + extra
-			vib := 0.3 + rng.NormFloat64()*0.02 + extra*0.01
-			body := fmt.Sprintf(`{"ts":%q,"temperature":%.3f,"vibration":%.4f}`, now.UTC().Format(time.RFC3339Nano), temp, vib)
+			body := d.sample(m, now)
 			seq++
 			_, err := publish(client, &paho.Publish{QoS: 1, Topic: TelemetryTopic(d.cfg.Name, run+"-"+strconv.Itoa(seq)), Payload: []byte(body)})
 			d.mu.Lock()
