@@ -152,8 +152,8 @@ func (c *Controller) rule(metric string) (Rule, bool) {
 }
 
 // OnAnomaly decides whether an anomaly warrants a command and, if so,
-// persists and sends it. It returns the command, or nil when none was sent
-// (no rule, cooldown, limits). device is the device's name.
+// persists and sends it. It returns a snapshot of the command, or nil when
+// none was sent (no rule, cooldown, limits). device is the device's name.
 func (c *Controller) OnAnomaly(ctx context.Context, a store.Anomaly, device, metric string) (*store.Command, error) {
 	r, ok := c.rule(metric)
 	if !ok {
@@ -203,10 +203,10 @@ func (c *Controller) OnAnomaly(ctx context.Context, a store.Anomaly, device, met
 		c.stats.Sent++
 		c.open[cmd.ID] = cmd
 	}
-	if uerr := c.store.UpdateCommand(ctx, *cmd); uerr != nil {
-		return cmd, uerr
-	}
-	return cmd, nil
+	// The controller goes on changing its own copy under its lock (an
+	// acknowledgement may arrive at once); the caller gets a snapshot.
+	snapshot := *cmd
+	return &snapshot, c.store.UpdateCommand(ctx, *cmd)
 }
 
 func (c *Controller) pending(device int32) int {
