@@ -8,7 +8,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The NAB series the feature-parity and detector-quality tests read.
 export VIGIL_NAB_DIR ?= $(CURDIR)/testdata/nab
 
-.PHONY: build demo test test-short bench lint fmt clean
+.PHONY: build demo test test-race test-short bench lint fmt clean
 
 build:
 	$(GO) build $(TAGS) -o bin/vigil ./cmd/vigil
@@ -19,6 +19,10 @@ demo: build
 # The README's test command.
 test:
 	$(GO) test $(TAGS) -count=1 -timeout 15m $(PKGS)
+
+# The race detector over every package (slower; not part of CI's run).
+test-race:
+	$(GO) test $(TAGS) -race -count=1 -timeout 20m $(PKGS)
 
 test-short:
 	$(GO) test $(TAGS) -short -count=1 $(PKGS)
