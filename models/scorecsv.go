@@ -44,15 +44,67 @@ func ScoreCSV(spec Spec, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("score csv: %w", err)
 	}
+	w := bufio.NewWriter(out)
+	w.WriteString("timestamp,value,anomaly_score\n")
+	var buf []byte
+	err = readCSV(in, func(_ int, tsText, valText string, ts time.Time) error {
+		x, perr := strconv.ParseFloat(strings.TrimSpace(valText), 64)
+		score := 0.0
+		if perr == nil {
+			score = d.Update(ts, x).Value
+		}
+		buf = buf[:0]
+		buf = appendCSVField(buf, tsText)
+		buf = append(buf, ',')
+		buf = appendCSVField(buf, valText)
+		buf = append(buf, ',')
+		buf = strconv.AppendFloat(buf, score, 'g', -1, 64)
+		buf = append(buf, '\n')
+		_, err := w.Write(buf)
+		return err
+	})
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("score csv: %w", err)
+	}
+	return nil
+}
+
+// ReadSeriesCSV reads a timestamp,value CSV as ScoreCSV does (header row,
+// timestamp and value columns found by name) and returns the series. A
+// value that is not a number is an error naming its line.
+func ReadSeriesCSV(in io.Reader) ([]time.Time, []float64, error) {
+	var ts []time.Time
+	var xs []float64
+	err := readCSV(in, func(line int, _, valText string, t time.Time) error {
+		x, err := strconv.ParseFloat(strings.TrimSpace(valText), 64)
+		if err != nil {
+			return fmt.Errorf("line %d: value %q is not a number", line, valText)
+		}
+		ts, xs = append(ts, t), append(xs, x)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read csv: %w", err)
+	}
+	return ts, xs, nil
+}
+
+// readCSV reads the header of a timestamp,value CSV, then calls row for
+// every data row, in order, with its line number, the timestamp and value
+// text as read and the parsed timestamp. A bad timestamp is an error naming its line.
+func readCSV(in io.Reader, row func(line int, tsText, valText string, ts time.Time) error) error {
 	r := csv.NewReader(in)
 	r.ReuseRecord = true
 	r.FieldsPerRecord = -1
 	header, err := r.Read()
 	if err == io.EOF {
-		return fmt.Errorf("score csv: %w", ErrCSVHeader)
+		return ErrCSVHeader
 	}
 	if err != nil {
-		return fmt.Errorf("score csv: %w", err)
+		return err
 	}
 	tcol, vcol := 0, 1
 	for i, h := range header {
@@ -64,47 +116,28 @@ func ScoreCSV(spec Spec, in io.Reader, out io.Writer) error {
 		}
 	}
 	if len(header) < 2 || tcol == vcol {
-		return fmt.Errorf("score csv: %w", ErrCSVHeader)
+		return ErrCSVHeader
 	}
-	w := bufio.NewWriter(out)
-	w.WriteString("timestamp,value,anomaly_score\n")
-	var buf []byte
 	for {
 		rec, err := r.Read()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		line, _ := r.FieldPos(0)
 		if err != nil {
-			return fmt.Errorf("score csv: %w", err)
+			return err
 		}
 		if len(rec) <= max(tcol, vcol) {
-			return fmt.Errorf("score csv: line %d: %d fields, need %d", line, len(rec), max(tcol, vcol)+1)
+			return fmt.Errorf("line %d: %d fields, need %d", line, len(rec), max(tcol, vcol)+1)
 		}
 		ts, err := ParseTimestamp(rec[tcol])
 		if err != nil {
-			return fmt.Errorf("score csv: line %d: %w", line, err)
+			return fmt.Errorf("line %d: %w", line, err)
 		}
-		x, perr := strconv.ParseFloat(strings.TrimSpace(rec[vcol]), 64)
-		score := 0.0
-		if perr == nil {
-			score = d.Update(ts, x).Value
-		}
-		buf = buf[:0]
-		buf = appendCSVField(buf, rec[tcol])
-		buf = append(buf, ',')
-		buf = appendCSVField(buf, rec[vcol])
-		buf = append(buf, ',')
-		buf = strconv.AppendFloat(buf, score, 'g', -1, 64)
-		buf = append(buf, '\n')
-		if _, err := w.Write(buf); err != nil {
-			return fmt.Errorf("score csv: %w", err)
+		if err := row(line, rec[tcol], rec[vcol], ts); err != nil {
+			return err
 		}
 	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("score csv: %w", err)
-	}
-	return nil
 }
 
 // appendCSVField appends s, quoted as RFC 4180 requires when it holds a

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sampleCSV renders a synthetic series as ScoreCSV input, with a spike.
@@ -113,5 +114,15 @@ func TestScoreCSVErrors(t *testing.T) {
 	want := "timestamp,value,anomaly_score\n2024-01-01 00:00:00,1.5,0\n2024-01-01 00:00:01,NaN,0\n2024-01-01 00:00:02,,0\n"
 	if out.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+}
+
+func TestReadSeriesCSV(t *testing.T) {
+	ts, xs, err := ReadSeriesCSV(strings.NewReader("value,timestamp\n1.5,2026-11-29 00:00:00\n\"2\",2026-11-29T00:00:01Z\n"))
+	if err != nil || len(xs) != 2 || xs[0] != 1.5 || xs[1] != 2 || !ts[1].Equal(time.Date(2026, 11, 29, 0, 0, 1, 0, time.UTC)) {
+		t.Fatalf("%v %v %v", ts, xs, err)
+	}
+	if _, _, err := ReadSeriesCSV(strings.NewReader("timestamp,value\n2026-11-29 00:00:00,hot\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("non-numeric value: %v", err)
 	}
 }

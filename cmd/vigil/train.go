@@ -179,29 +179,14 @@ func history(ctx context.Context, c *api.Client, ref seriesRef, cond string) ([]
 }
 
 func readCSV(path string) ([]time.Time, []float64, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	var ts []time.Time
-	var xs []float64
-	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if i == 0 {
-			continue // header
-		}
-		tsText, valText, ok := strings.Cut(strings.TrimSpace(line), ",")
-		if !ok {
-			return nil, nil, fmt.Errorf("%s line %d: want timestamp,value", path, i+1)
-		}
-		t, err := models.ParseTimestamp(strings.Trim(tsText, `"`))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
-		}
-		x, err := strconv.ParseFloat(strings.TrimSpace(valText), 64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s line %d: %w", path, i+1, err)
-		}
-		ts, xs = append(ts, t), append(xs, x)
+	defer f.Close()
+	ts, xs, err := models.ReadSeriesCSV(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ts, xs, nil
 }
