@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/vigil-iot/vigil/models"
-	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
 )
 
@@ -157,7 +156,7 @@ func (h *handler) addDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Key == "" {
-		req.Key = sim.NewKey()
+		req.Key = store.NewDeviceKey()
 	}
 	d, err := h.b.AddDevice(r.Context(), req.Name, req.Key)
 	switch {

@@ -2,12 +2,12 @@ package sim
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/vigil-iot/vigil/store"
 )
 
 // FleetConfig describes a fleet of simulated devices.
@@ -51,14 +51,8 @@ type Fleet struct {
 	Devices []*Device
 }
 
-// NewKey returns a random device key (32 hex characters).
-func NewKey() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic("sim: no randomness: " + err.Error())
-	}
-	return hex.EncodeToString(b)
-}
+// NewKey returns a random device key (store.NewDeviceKey).
+func NewKey() string { return store.NewDeviceKey() }
 
 // NewFleet builds the devices of cfg. key returns each device's key (they
 // must be registered with vigil before Run).

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
@@ -172,6 +173,15 @@ var deviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
 // characters from letters, digits and . _ : @ -, starting with a letter or
 // digit (no / + # so it is safe inside MQTT topics).
 func ValidDeviceName(name string) bool { return deviceName.MatchString(name) }
+
+// NewDeviceKey returns a random device key: 32 hex characters (128 bits).
+func NewDeviceKey() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("store: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
 
 func hashKey(key string) string {
 	h := sha256.Sum256([]byte(key))

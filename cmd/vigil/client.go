@@ -158,7 +158,7 @@ func registry(ctx context.Context, dataDir, url, token string) (deviceRegistry, 
 	return deviceRegistry{
 		add: func(ctx context.Context, name, key string) (api.NewDevice, error) {
 			if key == "" {
-				key = newKey()
+				key = store.NewDeviceKey()
 			}
 			d, err := st.AddDevice(ctx, name, key)
 			return api.NewDevice{Device: d, Key: key}, err

@@ -12,8 +12,6 @@ import (
 	"github.com/vigil-iot/vigil/sim"
 )
 
-func newKey() string { return sim.NewKey() }
-
 func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("sim", stderr)
 	def := sim.DefaultFleetConfig()
