@@ -5,8 +5,6 @@ GO      ?= go
 TAGS    := -tags duckdb_arrow
 PKGS    := ./...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# The NAB series the feature-parity and detector-quality tests read.
-export VIGIL_NAB_DIR ?= $(CURDIR)/testdata/nab
 
 .PHONY: build demo test test-race test-short bench lint fmt clean
 

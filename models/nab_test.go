@@ -1,26 +1,14 @@
 package models
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/vigil-iot/vigil/internal/nabtest"
 	"github.com/vigil-iot/vigil/models/nab"
 )
 
-// nabDir returns the NAB dataset folder, from VIGIL_NAB_DIR or the shared
-// folder next to the repository, and skips the test when it is absent.
-func nabDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("VIGIL_NAB_DIR")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "datasets", "nab")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "labels", "combined_windows.json")); err != nil {
-		t.Skipf("NAB dataset not found at %s; set VIGIL_NAB_DIR", dir)
-	}
-	return dir
-}
+// nabDir returns the NAB dataset folder (see nabtest.Dir).
+func nabDir(t testing.TB) string { return nabtest.Dir(t) }
 
 // nabFloor is the standard-profile score the default model must keep on
 // the 44-file development set: a regression guard set just under what it

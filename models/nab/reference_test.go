@@ -7,22 +7,12 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/vigil-iot/vigil/internal/nabtest"
 )
 
-// datasetDir locates the NAB dataset: $VIGIL_NAB_DIR, else the shared copy
-// next to the repository. Tests that need it are skipped when neither
-// exists.
-func datasetDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("VIGIL_NAB_DIR")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "datasets", "nab")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "labels", "combined_windows.json")); err != nil {
-		t.Skipf("NAB dataset not found at %s; set VIGIL_NAB_DIR to its folder (data/, labels/, profiles.json)", dir)
-	}
-	return dir
-}
+// datasetDir locates the NAB dataset (see nabtest.Dir).
+func datasetDir(t *testing.T) string { return nabtest.Dir(t) }
 
 // refDetector is the name of the test detector in testdata.
 const refDetector = "zscore100"
