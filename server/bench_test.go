@@ -78,6 +78,19 @@ func publishLoad(b *testing.B, addr string, devices, msgs, inflight int) ([]time
 	return lat, elapsed
 }
 
+// runLoad runs publishLoad b.N times against addr and reports the rates and
+// PUBACK latencies over all of them.
+func runLoad(b *testing.B, addr string, devices, msgs, inflight int) {
+	b.StopTimer()
+	var lat []time.Duration
+	var elapsed time.Duration
+	for i := 0; i < b.N; i++ {
+		l, e := publishLoad(b, addr, devices, msgs, inflight)
+		lat, elapsed = append(lat, l...), elapsed+e
+	}
+	report(b, lat, elapsed)
+}
+
 func report(b *testing.B, lat []time.Duration, elapsed time.Duration) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	n := len(lat)
@@ -106,14 +119,7 @@ func BenchmarkMQTTIngest(b *testing.B) {
 		for d := 0; d < devices; d++ {
 			srv.Store().AddDevice(context.Background(), fmt.Sprintf("bench-%03d", d), "bench-key-1")
 		}
-		b.StopTimer()
-		var lat []time.Duration
-		var elapsed time.Duration
-		for i := 0; i < b.N; i++ {
-			l, e := publishLoad(b, srv.MQTTAddr(), devices, msgs, inflight)
-			lat, elapsed = append(lat, l...), elapsed+e
-		}
-		report(b, lat, elapsed)
+		runLoad(b, srv.MQTTAddr(), devices, msgs, inflight)
 	})
 	b.Run("no_store", func(b *testing.B) {
 		cfg := mqtt.DefaultConfig()
@@ -123,13 +129,6 @@ func BenchmarkMQTTIngest(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer g.Close()
-		b.StopTimer()
-		var lat []time.Duration
-		var elapsed time.Duration
-		for i := 0; i < b.N; i++ {
-			l, e := publishLoad(b, g.Addr(), devices, msgs, inflight)
-			lat, elapsed = append(lat, l...), elapsed+e
-		}
-		report(b, lat, elapsed)
+		runLoad(b, g.Addr(), devices, msgs, inflight)
 	})
 }
