@@ -324,13 +324,29 @@ func (b *Batcher) add(p *pending, it item) {
 	var ids []int16
 	if reason == "" {
 		ids = make([]int16, len(it.readings))
+		// A message names a few metrics many times: look each name up in
+		// the store once per message.
+		var names [8]string
+		var nameIDs [8]int16
+		known := 0
+	readings:
 		for i, r := range it.readings {
+			for k := range known {
+				if names[k] == r.Metric {
+					ids[i] = nameIDs[k]
+					continue readings
+				}
+			}
 			id, err := b.store.MetricID(context.Background(), r.Metric)
 			if err != nil {
 				reason = err.Error()
 				break
 			}
 			ids[i] = id
+			if known < len(names) {
+				names[known], nameIDs[known] = r.Metric, id
+				known++
+			}
 		}
 	}
 	if reason != "" {
@@ -340,11 +356,16 @@ func (b *Batcher) add(p *pending, it item) {
 		})
 		p.nDead++
 	} else {
+		n := len(it.readings)
+		p.ts.Reserve(n)
+		p.dev.Reserve(n)
+		p.metric.Reserve(n)
+		p.val.Reserve(n)
 		for i, r := range it.readings {
-			p.ts.Append(arrow.Timestamp(r.TS.UnixMicro()))
-			p.dev.Append(m.Device.ID)
-			p.metric.Append(ids[i])
-			p.val.Append(r.Value)
+			p.ts.UnsafeAppend(arrow.Timestamp(r.TS.UnixMicro()))
+			p.dev.UnsafeAppend(m.Device.ID)
+			p.metric.UnsafeAppend(ids[i])
+			p.val.UnsafeAppend(r.Value)
 		}
 		p.rows += len(it.readings)
 	}

@@ -276,3 +276,60 @@ func TestIdleCommit(t *testing.T) {
 		t.Fatalf("%d readings stored", n)
 	}
 }
+
+// TestEveryReadingKeepsItsMetric: a message naming more metrics than the
+// batcher's per-message lookup cache holds, in several objects, is stored
+// with each value under its own metric name.
+func TestEveryReadingKeepsItsMetric(t *testing.T) {
+	s := newStore(t)
+	b, err := NewBatcher(testConfig(1_000_000, 5*time.Millisecond, 16), s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const metrics, objects = 12, 3
+	body := "["
+	for o := range objects {
+		if o > 0 {
+			body += ","
+		}
+		body += fmt.Sprintf(`{"ts": "2026-11-29T00:00:0%dZ"`, o)
+		for m := range metrics {
+			body += fmt.Sprintf(`, "m%02d": %d`, m, 1000*o+m)
+		}
+		body += "}"
+	}
+	body += "]"
+	settled := make(chan error, 1)
+	if err := b.Submit(context.Background(), gateway.Message{
+		Device: gateway.Device{ID: 7, Name: "d7"}, Body: []byte(body), Received: time.Now(),
+		Settle: func(err error) { settled <- err },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	b.Close(context.Background())
+	rows, err := s.DB().Query(`SELECT m.name, t.value, epoch(t.ts)::BIGINT FROM telemetry t JOIN metrics m ON m.id = t.metric_id ORDER BY t.ts, m.name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var metric string
+		var value float64
+		var sec int64
+		if err := rows.Scan(&metric, &value, &sec); err != nil {
+			t.Fatal(err)
+		}
+		o, m := int(value)/1000, int(value)%1000
+		if want := fmt.Sprintf("m%02d", m); metric != want || sec%60 != int64(o) {
+			t.Errorf("reading %d: %s = %v at second %d; the body says %s = %v at second %d", n, metric, value, sec%60, want, value, o)
+		}
+		n++
+	}
+	if n != metrics*objects {
+		t.Fatalf("stored %d readings, want %d", n, metrics*objects)
+	}
+}

@@ -101,48 +101,204 @@ func (p *fastParser) str() ([]byte, bool) {
 	return nil, false
 }
 
-// number scans a JSON number and returns its value.
+// number scans a JSON number and returns its value. Numbers whose digits
+// fit in 2⁵³ and whose decimal exponent is within ±22 — nearly every
+// sensor reading — are converted exactly with one multiplication or
+// division by an exact power of ten (W. D. Clinger, "How to read floating
+// point numbers accurately", PLDI 1990: both operands are exact doubles, so
+// IEEE 754's correctly rounded operation gives the correctly rounded
+// result); the rest go through strconv.ParseFloat.
 func (p *fastParser) number() (float64, bool) {
+	b := p.b
 	start, j := p.i, p.i
-	digits := func() int {
-		n := 0
-		for j < len(p.b) && p.b[j] >= '0' && p.b[j] <= '9' {
-			j++
-			n++
-		}
-		return n
-	}
-	if j < len(p.b) && p.b[j] == '-' {
+	neg := j < len(b) && b[j] == '-'
+	if neg {
 		j++
+	}
+	var mant uint64
+	exact := true // mant holds every digit so far, below 2^53
+	exp := 0      // decimal exponent to apply to mant
+	digit := func(c byte) {
+		if mant > (1<<53-9)/10 {
+			exact = false
+			return
+		}
+		mant = mant*10 + uint64(c-'0')
 	}
 	switch {
-	case j < len(p.b) && p.b[j] == '0':
+	case j < len(b) && b[j] == '0':
 		j++
-	case digits() == 0:
+	case j < len(b) && b[j] >= '1' && b[j] <= '9':
+		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+			digit(b[j])
+		}
+	default:
 		return 0, false
 	}
-	if j < len(p.b) && p.b[j] == '.' {
+	if j < len(b) && b[j] == '.' {
 		j++
-		if digits() == 0 {
+		k := j
+		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+			digit(b[j])
+			exp--
+		}
+		if j == k {
 			return 0, false
 		}
 	}
-	if j < len(p.b) && (p.b[j] == 'e' || p.b[j] == 'E') {
+	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
 		j++
-		if j < len(p.b) && (p.b[j] == '+' || p.b[j] == '-') {
+		eneg := false
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			eneg = b[j] == '-'
 			j++
 		}
-		if digits() == 0 {
+		k, e := j, 0
+		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+			if e < 10000 {
+				e = e*10 + int(b[j]-'0')
+			}
+		}
+		if j == k {
 			return 0, false
 		}
-	}
-	text := p.b[start:j]
-	f, err := strconv.ParseFloat(unsafe.String(&text[0], len(text)), 64)
-	if err != nil {
-		return 0, false // out of range: the general path explains
+		if eneg {
+			e = -e
+		}
+		exp += e
 	}
 	p.i = j
+	if exact && exp >= -22 && exp <= 22 {
+		f := float64(mant)
+		if exp < 0 {
+			f /= pow10[-exp]
+		} else {
+			f *= pow10[exp]
+		}
+		if neg {
+			f = -f
+		}
+		return f, true
+	}
+	text := b[start:j]
+	f, err := strconv.ParseFloat(unsafe.String(&text[0], len(text)), 64)
+	if err != nil {
+		p.i = start
+		return 0, false // out of range: the general path explains
+	}
 	return f, true
+}
+
+// pow10 holds the powers of ten that are exact doubles.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// timestamp parses an RFC 3339 timestamp as time.Parse(time.RFC3339Nano)
+// does, in UTC. The common form — YYYY-MM-DDTHH:MM:SS, an optional
+// fraction of 1 to 9 digits, then Z or ±HH:MM — is read directly; anything
+// else, including every out-of-range field, is left to time.Parse, which
+// accepts or refuses it.
+func timestamp(s []byte) (time.Time, bool) {
+	if t, ok := fastRFC3339(s); ok {
+		return t, true
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(s))
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t.UTC(), true
+}
+
+// fastRFC3339 reads the common form of an RFC 3339 timestamp, or returns
+// false for time.Parse to decide.
+func fastRFC3339(s []byte) (time.Time, bool) {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range s[i : i+n] {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	hour, min, sec := num(11, 2), num(14, 2), num(17, 2)
+	if year < 1 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		hour < 0 || hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 59 {
+		return time.Time{}, false
+	}
+	i, nsec := 19, 0
+	if s[i] == '.' {
+		i++
+		k := i
+		for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+			nsec = nsec*10 + int(s[i]-'0')
+		}
+		n := i - k
+		if n < 1 || n > 9 {
+			return time.Time{}, false
+		}
+		for ; n < 9; n++ {
+			nsec *= 10
+		}
+	}
+	offset := 0
+	switch rest := s[i:]; {
+	case len(rest) == 1 && rest[0] == 'Z':
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
+		oh, om := num(i+1, 2), num(i+4, 2)
+		if oh < 0 || oh > 23 || om < 0 || om > 59 {
+			return time.Time{}, false
+		}
+		offset = (oh*60 + om) * 60
+		if rest[0] == '-' {
+			offset = -offset
+		}
+	default:
+		return time.Time{}, false
+	}
+	secs := daysSinceEpoch(year, month, day)*86400 + int64(hour*3600+min*60+sec-offset)
+	return time.Unix(secs, int64(nsec)).UTC(), true
+}
+
+// daysIn returns the number of days in month of year (proleptic
+// Gregorian).
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// daysSinceEpoch returns the days from 1970-01-01 to the given date
+// (proleptic Gregorian), counting years from March so that the leap day
+// falls at the end of each year's count.
+func daysSinceEpoch(year, month, day int) int64 {
+	y := int64(year)
+	if month <= 2 {
+		y--
+	}
+	era := y / 400 // y ≥ 0 (year ≥ 1), so truncation is the floor
+	yoe := y - era*400
+	m := int64(month)
+	if m > 2 {
+		m -= 3
+	} else {
+		m += 9
+	}
+	doy := (153*m+2)/5 + int64(day) - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468
 }
 
 // name returns the interned metric name for b, or false if b is not a
@@ -199,11 +355,11 @@ func (p *fastParser) object(received time.Time, out []Reading) ([]Reading, bool)
 			if !ok {
 				return nil, false
 			}
-			t, err := time.Parse(time.RFC3339Nano, string(s))
-			if err != nil {
+			t, ok := timestamp(s)
+			if !ok {
 				return nil, false
 			}
-			ts, haveTS = t.UTC(), true
+			ts, haveTS = t, true
 		} else {
 			name, ok := p.name(key)
 			if !ok {
