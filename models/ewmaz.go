@@ -73,6 +73,9 @@ type EWMAZ struct {
 	cfg      EWMAZConfig
 	ewma     features.EWMA
 	outliers int
+	// noValue leaves Score.Value at 0, for a wrapper (Tail) that reads
+	// only the deviation and would discard the value.
+	noValue bool
 }
 
 var _ Detector = (*EWMAZ)(nil)
@@ -101,13 +104,10 @@ func (d *EWMAZ) Update(_ time.Time, x float64) Score {
 	mean := e.Mean()
 	sd := math.Max(e.Std(), d.cfg.MinStd)
 	z := (x - mean) / sd
-	r := z / d.cfg.Z
-	s := Score{
-		Value:     1 - math.Exp2(-r*r),
-		Feature:   "ewma_z",
-		Observed:  x,
-		Expected:  mean,
-		Deviation: z,
+	s := Score{Feature: "ewma_z", Observed: x, Expected: mean, Deviation: z}
+	if !d.noValue {
+		r := z / d.cfg.Z
+		s.Value = 1 - math.Exp2(-r*r)
 	}
 	switch {
 	case math.Abs(z) <= d.cfg.Clip:

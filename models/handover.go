@@ -85,16 +85,17 @@ type handoverWith struct {
 	late  Ensemble
 }
 
-// Update feeds x to both detectors and returns the score of the one in
-// charge.
+// Update feeds x to both detectors while the early one is in charge and
+// returns its score; after the handover only the late detector runs.
 func (h *Handover) Update(ts time.Time, x float64) Score {
-	e := h.early.Update(ts, x)
-	l := h.late.Update(ts, x)
-	if h.n < h.after {
-		h.n++
-		return e
+	if h.n >= h.after {
+		// Handed over: the early model's verdicts are never used again.
+		return h.late.Update(ts, x)
 	}
-	return l
+	e := h.early.Update(ts, x)
+	h.late.Update(ts, x)
+	h.n++
+	return e
 }
 
 func handoverFactory(p json.RawMessage) (Detector, error) {

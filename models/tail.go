@@ -152,6 +152,7 @@ func NewTail(cfg TailConfig) (*Tail, error) {
 		d, b.outer.inner = &b.outer, &b.model
 	case *EWMAZ:
 		b := &withModel[Tail, EWMAZ]{model: *m}
+		b.model.noValue = true // Update replaces the value with its own
 		d, b.outer.inner = &b.outer, &b.model
 	default:
 		d = &Tail{inner: inner}
