@@ -28,8 +28,8 @@ func defaultEnsembleConfig() EnsembleConfig {
 //     so that 0.5 means "a deviation this series shows about once in 10⁵
 //     readings" on every series alike.
 //
-// On the 44-file NAB development set it scores 74.45 (standard profile,
-// threshold 0.49), 64.44 (reward low FP) and 79.75 (reward low FN); see
+// On the 44-file NAB development set it scores 74.67 (standard profile,
+// threshold 0.47), 65.41 (reward low FP) and 79.90 (reward low FN); see
 // TestNABDefault. Its parameters were chosen on these same files, so a
 // held-out set would likely score lower. On a healthy sensor it stays below
 // 0.5; a fault that grows by one noise sigma per reading crosses 0.5 within
