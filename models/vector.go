@@ -21,6 +21,13 @@ const MaxVectorMetrics = 64
 // detector's configuration and, once trained, the fitted mean and
 // covariance it starts from. Dim may be left out; it is the number of
 // metrics.
+//
+// The score rests on two standard results: the squared Mahalanobis distance
+// (Mahalanobis, "On the generalised distance in statistics", 1936) of a
+// k-variate Gaussian vector from its mean is chi-square with k degrees of
+// freedom, so Tail sets the false-alarm rate on data like the training
+// data; and, for an estimated mean and covariance, it is Hotelling's T²
+// (see Mahalanobis).
 type MahalanobisParams struct {
 	// Metrics names the device's metrics, in the order of the vector's
 	// elements. At least two, at most MaxVectorMetrics, no repeats.
