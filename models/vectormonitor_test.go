@@ -142,7 +142,10 @@ func TestVectorMonitorEpisodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same scores through a Monitor give the reference transitions.
-	ref := &Monitor{cfg: DefaultMonitorConfig(), series: map[SeriesKey]*seriesState{}}
+	ref, err := NewMonitor(DefaultMonitorConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	key := SeriesKey{Device: 4, Metric: 6}
 	var got, want []Transition
 	for i, v := range values {
@@ -156,7 +159,7 @@ func TestVectorMonitorEpisodes(t *testing.T) {
 		if wantMetric := map[int]int16{1: 6, 12: 6, 13: 8}[i]; ev.Transition != Steady && ev.Metric != wantMetric {
 			t.Fatalf("vector %d: transition %v reported on metric %d, want %d", i, ev.Transition, ev.Metric, wantMetric)
 		}
-		ref.series[key] = &seriesState{det: constant(v), episode: ref.series[key].episodeOrZero()}
+		ref.Replace(key, constant(v), true) // keeps the episode state
 		_, tr := ref.Observe(key, vsec(i+1), 0)
 		got, want = append(got, ev.Transition), append(want, tr)
 	}
@@ -166,11 +169,4 @@ func TestVectorMonitorEpisodes(t *testing.T) {
 	if want[1] != Began || want[12] != Ended || want[13] != Began || !m.Anomalous(4) {
 		t.Fatalf("reference transitions %v", want)
 	}
-}
-
-func (s *seriesState) episodeOrZero() episode {
-	if s == nil {
-		return episode{}
-	}
-	return s.episode
 }
