@@ -195,12 +195,13 @@ func (h *handler) listModels(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ms)
 }
 
-// putModel registers a new model version. The spec must build a detector,
-// so a version that could not run never becomes active.
+// putModel registers a new model version. The spec must build a detector
+// of the kind its name calls for (a vector model for DEVICE/*), so a
+// version that could not run never becomes active.
 func (h *handler) putModel(w http.ResponseWriter, r *http.Request) {
 	var m store.Model
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&m); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"name": "default" or "DEVICE/METRIC", "spec": {"kind": ...}, ...}: %w`, err))
+		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"name": "default", "DEVICE/METRIC" or "DEVICE/*", "spec": {"kind": ...}, ...}: %w`, err))
 		return
 	}
 	var spec models.Spec
@@ -208,7 +209,7 @@ func (h *handler) putModel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("spec: %w", err))
 		return
 	}
-	if _, err := models.New(spec); err != nil {
+	if err := checkSpec(m.Name, spec); err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
@@ -217,6 +218,17 @@ func (h *handler) putModel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, m)
+}
+
+// checkSpec builds the model a registry name would run: a vector model
+// for a device-level name (DEVICE/*), a series model for any other.
+func checkSpec(name string, spec models.Spec) error {
+	if _, ok := store.ModelDevice(name); ok {
+		_, _, err := models.NewVector(spec)
+		return err
+	}
+	_, err := models.New(spec)
+	return err
 }
 
 func (h *handler) activateModel(w http.ResponseWriter, r *http.Request) {

@@ -2,11 +2,13 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/vigil-iot/vigil/store"
@@ -108,5 +110,29 @@ func TestToken(t *testing.T) {
 	none := &Client{BaseURL: c.BaseURL}
 	if _, err := none.Query(ctx, "SELECT 1", 0); code(err) != http.StatusUnauthorized {
 		t.Fatalf("no token: %v", err)
+	}
+}
+
+// TestPutModelChecksKindAgainstName: a DEVICE/* name takes a vector model
+// and only that; other names take series models only.
+func TestPutModelChecksKindAgainstName(t *testing.T) {
+	c, _ := serve(t, "")
+	ctx := context.Background()
+	vector := json.RawMessage(`{"kind":"mahalanobis","params":{"metrics":["load","temperature"]}}`)
+	if m, err := c.PutModel(ctx, store.Model{Name: "press-4/*", Spec: vector}); err != nil || m.Version != 1 {
+		t.Fatalf("device-level model: %+v %v", m, err)
+	}
+	for _, bad := range []struct {
+		name, spec, says string
+	}{
+		{"press-4/*", `{"kind":"ewma_z"}`, "scores one metric"},
+		{"press-4/load", string(vector), "DEVICE/*"},
+		{"default", string(vector), "DEVICE/*"},
+		{"press-4/*", `{"kind":"mahalanobis","params":{"metrics":["load"]}}`, "at least two"},
+	} {
+		_, err := c.PutModel(ctx, store.Model{Name: bad.name, Spec: json.RawMessage(bad.spec)})
+		if code(err) != http.StatusBadRequest || !strings.Contains(err.Error(), bad.says) {
+			t.Errorf("%s %s: %v, want 400 saying %q", bad.name, bad.spec, err, bad.says)
+		}
 	}
 }

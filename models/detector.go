@@ -85,6 +85,9 @@ func Kinds() []string {
 // New builds the detector a Spec names.
 func New(spec Spec) (Detector, error) {
 	f, ok := factories[spec.Kind]
+	if !ok && IsVectorKind(spec.Kind) {
+		return nil, fmt.Errorf("%q scores several metrics of a device together: register it as DEVICE/* and build it with NewVector", spec.Kind)
+	}
 	if !ok {
 		return nil, fmt.Errorf("unknown model kind %q (known: %v)", spec.Kind, Kinds())
 	}

@@ -35,7 +35,13 @@
 //     empty params, the default model (DefaultSpec).
 //
 // For several metrics of one device together there is the VectorDetector
-// interface and its Mahalanobis implementation.
+// interface and its Mahalanobis implementation. Its Spec kind, mahalanobis,
+// is a device-level model: NewVector builds it (New refuses it), its params
+// (MahalanobisParams) name the metrics it scores together, and TrainVector
+// fits their mean and covariance on history so that the detector starts
+// trained. JoinSeries lines stored series up into vectors by timestamp; a
+// VectorMonitor does the same live, one reading at a time, and turns the
+// scores into episodes as the Monitor does.
 //
 // Every score means the same thing at 0.5 — "at this detector's alarm
 // level" — which is the Monitor's default threshold. The squashing of raw

@@ -39,23 +39,28 @@ func Fit(spec Spec, ts []time.Time, xs []float64, threshold float64) (FitMetrics
 	scores := ScoreSeries(d, ts, xs)
 	m := FitMetrics{Readings: len(xs), Threshold: threshold}
 	vals := make([]float64, 0, len(scores))
-	alarms := 0
 	for i, s := range scores {
 		if s.Value == 0 && s.Deviation == 0 && i == m.WarmUp {
 			m.WarmUp++
 			continue
 		}
 		vals = append(vals, s.Value)
-		if s.Value >= threshold {
-			alarms++
-		}
 	}
-	if len(vals) == 0 {
-		return m, nil
-	}
-	sort.Float64s(vals)
-	q := func(p float64) float64 { return vals[int(math.Min(float64(len(vals)-1), p*float64(len(vals))))] }
-	m.P50, m.P99, m.Max = q(0.5), q(0.99), vals[len(vals)-1]
-	m.AlarmRate = float64(alarms) / float64(len(vals))
+	m.P50, m.P99, m.Max, m.AlarmRate = summarise(vals, threshold)
 	return m, nil
+}
+
+// summarise returns the median, 99th percentile and maximum of scores and
+// the share of them at or above threshold; all 0 when there are none. It
+// sorts scores.
+func summarise(scores []float64, threshold float64) (p50, p99, top, rate float64) {
+	if len(scores) == 0 {
+		return 0, 0, 0, 0
+	}
+	sort.Float64s(scores)
+	q := func(p float64) float64 {
+		return scores[int(math.Min(float64(len(scores)-1), p*float64(len(scores))))]
+	}
+	alarms := len(scores) - sort.SearchFloat64s(scores, threshold)
+	return q(0.5), q(0.99), scores[len(scores)-1], float64(alarms) / float64(len(scores))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"gonum.org/v1/gonum/mat"
@@ -140,34 +141,76 @@ func (m *Mahalanobis) Update(_ time.Time, xs []float64) Score {
 		}
 	}
 	s := Score{Feature: m.names[0], Observed: xs[0], Expected: xs[0]}
-	if m.n >= m.cfg.WarmUp && m.factor() {
-		for i, x := range xs {
-			m.d.SetVec(i, x-m.mean[i])
-		}
-		if err := m.chol.SolveVecTo(m.w, m.d); err == nil {
-			d2, best, bestC := 0.0, 0, math.Inf(-1)
-			for i := range xs {
-				c := m.d.AtVec(i) * m.w.AtVec(i)
-				d2 += c
-				if c > bestC {
-					best, bestC = i, c
-				}
-			}
-			r2 := math.Max(d2, 0) / m.q
-			sd := math.Sqrt(math.Max(m.cov.At(best, best), m.cfg.MinVar))
-			s = Score{
-				Value:     r2 / (1 + r2),
-				Feature:   m.names[best],
-				Observed:  xs[best],
-				Expected:  m.mean[best],
-				Deviation: (xs[best] - m.mean[best]) / sd,
-			}
-		}
+	if m.n >= m.cfg.WarmUp {
+		s = m.score(xs)
 	}
 	if s.Value < 0.5 {
 		m.learn(xs)
 	}
 	return s
+}
+
+// score measures finite xs against the current mean and covariance without
+// learning from it.
+func (m *Mahalanobis) score(xs []float64) Score {
+	s := Score{Feature: m.names[0], Observed: xs[0], Expected: xs[0]}
+	if !m.factor() {
+		return s
+	}
+	for i, x := range xs {
+		m.d.SetVec(i, x-m.mean[i])
+	}
+	if err := m.chol.SolveVecTo(m.w, m.d); err != nil {
+		return s
+	}
+	d2, best, bestC := 0.0, 0, math.Inf(-1)
+	for i := range xs {
+		c := m.d.AtVec(i) * m.w.AtVec(i)
+		d2 += c
+		if c > bestC {
+			best, bestC = i, c
+		}
+	}
+	r2 := math.Max(d2, 0) / m.q
+	sd := math.Sqrt(math.Max(m.cov.At(best, best), m.cfg.MinVar))
+	return Score{
+		Value:     r2 / (1 + r2),
+		Feature:   m.names[best],
+		Observed:  xs[best],
+		Expected:  m.mean[best],
+		Deviation: (xs[best] - m.mean[best]) / sd,
+	}
+}
+
+// VectorDriver returns the index, in the scored vector, of the metric that
+// drove a Mahalanobis score: the inverse of its Feature naming
+// ("mahalanobis[2]" is 2). ok is false for a Feature of another form.
+func VectorDriver(s Score) (i int, ok bool) {
+	rest, found := strings.CutPrefix(s.Feature, KindMahalanobis+"[")
+	if !found {
+		return 0, false
+	}
+	rest, found = strings.CutSuffix(rest, "]")
+	if !found {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil && i >= 0
+}
+
+// start replaces what the detector has learned with a fitted mean and
+// covariance (row-major) estimated from count vectors, as if it had seen
+// them. It reports false when the covariance cannot be factored even with
+// the ridge.
+func (m *Mahalanobis) start(mean []float64, cov [][]float64, count int) bool {
+	copy(m.mean, mean)
+	for i := range cov {
+		for j := i; j < len(cov); j++ {
+			m.cov.SetSym(i, j, cov[i][j])
+		}
+	}
+	m.n = count
+	return m.factor()
 }
 
 // factor builds the Cholesky factor of the regularised covariance.

@@ -62,11 +62,36 @@ func (c MonitorConfig) Validate() error {
 	return nil
 }
 
-type seriesState struct {
-	det       Detector
-	own       bool // det comes from a model of this series, not the default
+// episode is the anomaly state of one series (or one device, for a vector
+// model) between readings.
+type episode struct {
 	anomalous bool
-	calm      int
+	calm      int // consecutive scores below Clear in an open episode
+}
+
+// step moves the episode on by one score, with the hysteresis of c: open
+// at Threshold, close after ClearCount consecutive scores below Clear.
+func (e *episode) step(c *MonitorConfig, v float64) Transition {
+	switch {
+	case !e.anomalous && v >= c.Threshold:
+		e.anomalous, e.calm = true, 0
+		return Began
+	case e.anomalous && v < c.Clear:
+		e.calm++
+		if e.calm >= c.ClearCount {
+			e.anomalous, e.calm = false, 0
+			return Ended
+		}
+	case e.anomalous:
+		e.calm = 0
+	}
+	return Steady
+}
+
+type seriesState struct {
+	det Detector
+	own bool // det comes from a model of this series, not the default
+	episode
 }
 
 // Monitor keeps one detector and one episode state per series. It is not
@@ -101,20 +126,7 @@ func (m *Monitor) Observe(key SeriesKey, ts time.Time, x float64) (Score, Transi
 		m.series[key] = st
 	}
 	s := st.det.Update(ts, x)
-	switch {
-	case !st.anomalous && s.Value >= m.cfg.Threshold:
-		st.anomalous, st.calm = true, 0
-		return s, Began
-	case st.anomalous && s.Value < m.cfg.Clear:
-		st.calm++
-		if st.calm >= m.cfg.ClearCount {
-			st.anomalous, st.calm = false, 0
-			return s, Ended
-		}
-	case st.anomalous:
-		st.calm = 0
-	}
-	return s, Steady
+	return s, st.step(&m.cfg, s.Value)
 }
 
 // SetDefault changes the model of series that have none of their own; it

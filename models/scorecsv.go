@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -149,4 +150,63 @@ func appendCSVField(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, strings.ReplaceAll(s, `"`, `""`)...)
 	return append(dst, '"')
+}
+
+// ReadVectorCSV reads a CSV of several metrics of one device: a header row
+// naming a timestamp column ("timestamp", else the first column) and one
+// column per metric, then one row per timestamp, in time order. It returns
+// the metric names in column order and one row of values per timestamp,
+// NaN where a cell is empty (the metric was not read then). A value that is
+// not a number, or a bad timestamp, is an error naming its line.
+func ReadVectorCSV(in io.Reader) (metrics []string, ts []time.Time, rows [][]float64, err error) {
+	r := csv.NewReader(in)
+	r.FieldsPerRecord = -1
+	header, err := r.Read()
+	if err != nil && err != io.EOF {
+		return nil, nil, nil, fmt.Errorf("read csv: %w", err)
+	}
+	tcol := 0
+	for i, h := range header {
+		if strings.EqualFold(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")), "timestamp") {
+			tcol = i
+		}
+	}
+	var cols []int
+	for i, h := range header {
+		if i != tcol {
+			cols, metrics = append(cols, i), append(metrics, strings.TrimSpace(h))
+		}
+	}
+	if len(cols) == 0 {
+		return nil, nil, nil, errors.New("read csv: needs a header row timestamp,METRIC,METRIC,... with a column per metric")
+	}
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			return metrics, ts, rows, nil
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read csv: %w", err)
+		}
+		if len(rec) != len(header) {
+			return nil, nil, nil, fmt.Errorf("read csv: line %d: %d fields, the header has %d", line, len(rec), len(header))
+		}
+		t, err := ParseTimestamp(rec[tcol])
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read csv: line %d: %w", line, err)
+		}
+		row := make([]float64, len(cols))
+		for j, c := range cols {
+			s := strings.TrimSpace(rec[c])
+			if s == "" {
+				row[j] = math.NaN()
+				continue
+			}
+			if row[j], err = strconv.ParseFloat(s, 64); err != nil {
+				return nil, nil, nil, fmt.Errorf("read csv: line %d: %s %q is not a number", line, metrics[j], rec[c])
+			}
+		}
+		ts, rows = append(ts, t), append(rows, row)
+	}
 }

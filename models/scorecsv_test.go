@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,5 +126,32 @@ func TestReadSeriesCSV(t *testing.T) {
 	}
 	if _, _, err := ReadSeriesCSV(strings.NewReader("timestamp,value\n2026-11-29 00:00:00,hot\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("non-numeric value: %v", err)
+	}
+}
+
+func TestReadVectorCSV(t *testing.T) {
+	in := "load,timestamp,temperature\n" +
+		"50,2025-01-01 00:00:00,30.5\n" +
+		",2025-01-01 00:00:01,31\n" +
+		"52.5,2025-01-01T00:00:02Z,\n"
+	metrics, ts, rows, err := ReadVectorCSV(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(metrics, []string{"load", "temperature"}) || len(ts) != 3 || !ts[2].Equal(time.Date(2025, 1, 1, 0, 0, 2, 0, time.UTC)) {
+		t.Fatalf("metrics %v, ts %v", metrics, ts)
+	}
+	if rows[0][0] != 50 || rows[0][1] != 30.5 || !math.IsNaN(rows[1][0]) || rows[1][1] != 31 || rows[2][0] != 52.5 || !math.IsNaN(rows[2][1]) {
+		t.Fatalf("rows %v", rows)
+	}
+	for _, bad := range []struct{ in, says string }{
+		{"timestamp\n2025-01-01 00:00:00\n", "a column per metric"},
+		{"timestamp,a\n2025-01-01 00:00:00,x\n", `line 2: a "x" is not a number`},
+		{"timestamp,a\nnoon,1\n", "line 2: bad timestamp"},
+		{"timestamp,a\n2025-01-01 00:00:00\n", "line 2: 1 fields"},
+	} {
+		if _, _, _, err := ReadVectorCSV(strings.NewReader(bad.in)); err == nil || !strings.Contains(err.Error(), bad.says) {
+			t.Errorf("%q: %v, want %q", bad.in, err, bad.says)
+		}
 	}
 }

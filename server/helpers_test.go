@@ -1,5 +1,38 @@
 package server
 
-import "encoding/json"
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigil-iot/vigil/sim"
+)
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// startWithDevice starts a server that polls the model registry every
+// 50 ms, registers a device and connects it over MQTT. Both are closed when
+// the test ends.
+func startWithDevice(t *testing.T, name, key string) (*Server, *paho.Client) {
+	t.Helper()
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.ModelPoll = 50 * time.Millisecond
+	srv, err := Start(ctx, cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(ctx) })
+	if _, err := srv.Store().AddDevice(ctx, name, key); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sim.Connect(ctx, srv.MQTTAddr(), name, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Disconnect(&paho.Disconnect{}) })
+	return srv, dev
+}

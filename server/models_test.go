@@ -20,21 +20,7 @@ import (
 // puts the earlier version back.
 func TestModelHotReload(t *testing.T) {
 	ctx := context.Background()
-	cfg := testConfig(t)
-	cfg.ModelPoll = 50 * time.Millisecond
-	srv, err := Start(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close(ctx)
-	if _, err := srv.Store().AddDevice(ctx, "hot-1", "hot-key-01"); err != nil {
-		t.Fatal(err)
-	}
-	dev, err := sim.Connect(ctx, srv.MQTTAddr(), "hot-1", "hot-key-01", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Disconnect(&paho.Disconnect{})
+	srv, dev := startWithDevice(t, "hot-1", "hot-key-01")
 	seq := 0
 	send := func(n int) {
 		for i := 0; i < n; i++ {

@@ -105,6 +105,16 @@ type Server struct {
 	applied      map[string]int
 	labels       map[models.SeriesKey]string
 	defaultLabel string
+	// vectors runs the device-level (DEVICE/*) models; nil until one is
+	// applied, so that without one scoring is what it always was.
+	vectors      *models.VectorMonitor
+	deviceModels map[int32]deviceModel
+}
+
+// deviceModel is what an anomaly of a device-level model is reported with.
+type deviceModel struct {
+	label   string // "DEVICE/*@VERSION(KIND)"
+	feature string // what the explanation names, e.g. "mahalanobis over load,temperature"
 }
 
 // registry adapts the store's device registry to the gateway's
@@ -245,22 +255,46 @@ func (s *Server) scoreRecord(ctx context.Context, rec arrow.RecordBatch) {
 		key := models.SeriesKey{Device: dev.Value(i), Metric: met.Value(i)}
 		t := ts.Value(i).ToTime(arrow.Microsecond)
 		sc, tr := s.monitor.Observe(key, t, val.Value(i))
-		switch tr {
-		case models.Began:
-			s.onAnomaly(ctx, key, t, sc)
-		case models.Ended:
-			if err := s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
-				s.log.Error("recording recovery", "err", err)
-			}
+		s.transition(ctx, key, t, sc, tr, "")
+		if s.vectors != nil {
+			s.scoreVector(ctx, key, t, val.Value(i))
+		}
+	}
+}
+
+// scoreVector feeds a reading to its device's device-level model, if it has
+// one; a vector it completes may open or close an episode, reported on the
+// metric that drove the score.
+func (s *Server) scoreVector(ctx context.Context, key models.SeriesKey, t time.Time, x float64) {
+	ev, ok := s.vectors.Observe(key.Device, key.Metric, t, x)
+	if !ok || ev.Transition == models.Steady {
+		return
+	}
+	dm := s.deviceModels[key.Device]
+	ev.Score.Feature = dm.feature
+	s.transition(ctx, models.SeriesKey{Device: key.Device, Metric: ev.Metric}, ev.TS, ev.Score, ev.Transition, dm.label)
+}
+
+// transition acts on an episode opening (an anomaly, labelled with model,
+// or with the series' own label when model is empty) or closing (a
+// recovery).
+func (s *Server) transition(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, tr models.Transition, model string) {
+	switch tr {
+	case models.Began:
+		s.onAnomaly(ctx, key, t, sc, model)
+	case models.Ended:
+		if err := s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
+			s.log.Error("recording recovery", "err", err)
 		}
 	}
 }
 
 // applyModels puts the registry's active versions to work: a new default
 // version replaces the detector of every series without a model of its own,
-// a per-series version that series' detector. Each new detector first
-// replays the series' recent stored history through the same Update it will
-// run live, so it starts warm.
+// a per-series version that series' detector, a device-level (DEVICE/*)
+// version the device's vector detector. Each new detector first replays
+// the recent stored history through the same Update it will run live, so
+// it starts warm.
 func (s *Server) applyModels(ctx context.Context) {
 	ms, err := s.store.Models(ctx, false)
 	if err != nil {
@@ -287,6 +321,12 @@ func (s *Server) applyModels(ctx context.Context) {
 			s.defaultLabel = label
 			for _, key := range s.monitor.DefaultSeries() {
 				s.warm(ctx, key, spec, false, label)
+			}
+		} else if devName, ok := store.ModelDevice(m.Name); ok {
+			if err := s.applyVector(ctx, devName, spec, label); err != nil {
+				s.log.Error("model not applied", "model", m.Name, "version", m.Version, "err", err)
+				s.applied[m.Name] = m.Version
+				continue
 			}
 		} else {
 			devName, metric, _ := strings.Cut(m.Name, "/")
@@ -324,10 +364,57 @@ func (s *Server) warm(ctx context.Context, key models.SeriesKey, spec models.Spe
 	}
 }
 
-func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score) {
-	model, ok := s.labels[key]
+// applyVector builds a device's vector model, warms it on the device's
+// recent stored history of its metrics, lined up by timestamp, and puts it
+// to work from the next reading after that history.
+func (s *Server) applyVector(ctx context.Context, devName string, spec models.Spec, label string) error {
+	dev, ok := s.store.Device(devName)
 	if !ok {
-		model = s.defaultLabel
+		return fmt.Errorf("device %q is not registered", devName)
+	}
+	det, names, err := models.NewVector(spec)
+	if err != nil {
+		return err
+	}
+	ids := make([]int16, len(names))
+	tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
+	for i, name := range names {
+		if ids[i], err = s.store.MetricID(ctx, name); err != nil {
+			return err
+		}
+		if s.cfg.WarmReadings > 0 {
+			if tss[i], xss[i], err = s.store.SeriesHistory(ctx, dev.ID, ids[i], time.Time{}, time.Time{}, s.cfg.WarmReadings); err != nil {
+				s.log.Error("warming a model on history", "label", label, "err", err)
+			}
+		}
+	}
+	ts, rows := models.JoinSeries(tss, xss)
+	models.ScoreVectors(det, ts, rows)
+	var after time.Time
+	if len(ts) > 0 {
+		after = ts[len(ts)-1]
+	}
+	if s.vectors == nil {
+		if s.vectors, err = models.NewVectorMonitor(s.cfg.Monitor, models.DefaultVectorWindow); err != nil {
+			return err
+		}
+		s.deviceModels = map[int32]deviceModel{}
+	}
+	if err := s.vectors.Set(dev.ID, det, ids, after); err != nil {
+		return err
+	}
+	s.deviceModels[dev.ID] = deviceModel{label: label, feature: spec.Kind + " over " + strings.Join(names, ",")}
+	return nil
+}
+
+// onAnomaly records an anomaly, labelled with model or, when that is empty,
+// with the model the series runs, and hands it to the actions controller.
+func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, model string) {
+	if model == "" {
+		var ok bool
+		if model, ok = s.labels[key]; !ok {
+			model = s.defaultLabel
+		}
 	}
 	metric := s.store.MetricName(key.Metric)
 	device := s.store.DeviceName(key.Device)

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
 // Model is a versioned model artifact in the registry. Name is its scope:
-// "default" for every series without a model of its own, or
-// "DEVICE/METRIC" for one series.
+// "default" for every series without a model of its own, "DEVICE/METRIC"
+// for one series, or "DEVICE/*" for a device-level model that scores
+// several of the device's metrics together (its spec names them).
 type Model struct {
 	Name    string          `json:"name"`
 	Version int             `json:"version"`
@@ -30,13 +32,30 @@ const DefaultModel = "default"
 // ErrNoSuchModel: the registry has no model of that name and version.
 var ErrNoSuchModel = errors.New("no such model version")
 
-var modelName = regexp.MustCompile(`^(default|[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}/[A-Za-z_][A-Za-z0-9_.:-]{0,63})$`)
+// AllMetrics is the metric part of a device-level model's name,
+// "DEVICE/*". It cannot be a metric name.
+const AllMetrics = "*"
+
+// DeviceModel returns the registry name of a device's device-level model.
+func DeviceModel(device string) string { return device + "/" + AllMetrics }
+
+// ModelDevice returns the device of a device-level model name
+// ("DEVICE/*"), and false for any other name.
+func ModelDevice(name string) (string, bool) {
+	dev, ok := strings.CutSuffix(name, "/"+AllMetrics)
+	if !ok || dev == "" {
+		return "", false
+	}
+	return dev, true
+}
+
+var modelName = regexp.MustCompile(`^(default|[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}/([A-Za-z_][A-Za-z0-9_.:-]{0,63}|\*))$`)
 
 // PutModel stores m as the next version of its name and makes it the active
 // one; earlier versions stay for rollback. It sets m.Version and m.Created.
 func (s *Store) PutModel(ctx context.Context, m *Model) error {
 	if !modelName.MatchString(m.Name) {
-		return fmt.Errorf("put model: name %q must be %q or DEVICE/METRIC", m.Name, DefaultModel)
+		return fmt.Errorf("put model: name %q must be %q, DEVICE/METRIC or DEVICE/%s", m.Name, DefaultModel, AllMetrics)
 	}
 	if !json.Valid(m.Spec) {
 		return fmt.Errorf("put model %s: spec is not JSON", m.Name)

@@ -76,3 +76,24 @@ func TestSeriesHistory(t *testing.T) {
 		t.Fatalf("window: %v", xs)
 	}
 }
+
+// TestDeviceModelNames: "DEVICE/*" is a valid registry name and is told
+// apart from per-series names.
+func TestDeviceModelNames(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	m := Model{Name: DeviceModel("press-4"), Spec: json.RawMessage(`{"kind":"mahalanobis"}`)}
+	if err := s.PutModel(ctx, &m); err != nil || m.Name != "press-4/*" || m.Version != 1 {
+		t.Fatalf("put %+v: %v", m, err)
+	}
+	for _, name := range []string{"/*", "press-4/*x", "press-4/**", "*/*"} {
+		if err := s.PutModel(ctx, &Model{Name: name, Spec: json.RawMessage(`{}`)}); err == nil {
+			t.Errorf("name %q was accepted", name)
+		}
+	}
+	for name, want := range map[string]string{"press-4/*": "press-4", "press-4/temp": "", "default": "", "/*": ""} {
+		if dev, ok := ModelDevice(name); dev != want || ok != (want != "") {
+			t.Errorf("ModelDevice(%q) = %q, %v", name, dev, ok)
+		}
+	}
+}

@@ -20,6 +20,8 @@ Usage:
   vigil score    --model SPEC --in FILE.csv --out FILE.csv run a detector over a timestamp,value CSV
   vigil train    --model SPEC [--device D] [--metric M] [--default] | --csv FILE --name NAME
                                                           fit and register a model version (serve picks it up)
+  vigil train    --multivariate [--device D] [--metrics A,B] [--csv FILE]
+                                                          fit a device-level model (DEVICE/*) of metrics together
   vigil models   list [--all] | activate NAME VERSION     the model registry; activate rolls back or forward
   vigil eval nab --data DIR --labels FILE [--model SPEC]   score a detector on the Numenta Anomaly Benchmark
 

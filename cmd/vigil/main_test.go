@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/vigil-iot/vigil/models"
 	"github.com/vigil-iot/vigil/server"
 	"github.com/vigil-iot/vigil/store"
 )
@@ -136,17 +142,25 @@ func TestEvalNAB(t *testing.T) {
 	}
 }
 
+// startServer starts a server on free local ports, closed when the test
+// ends.
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	cfg := server.DefaultConfig(t.TempDir())
+	cfg.MQTT.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	srv, err := server.Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	return srv
+}
+
 // TestTrainRegistersPerSeriesModels trains against a running server through
 // its API and finds one version per stored series in the registry.
 func TestTrainRegistersPerSeriesModels(t *testing.T) {
 	ctx := context.Background()
-	cfg := server.DefaultConfig(t.TempDir())
-	cfg.MQTT.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	srv, err := server.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close(ctx)
+	srv := startServer(t)
 	st := srv.Store()
 	d, _ := st.AddDevice(ctx, "lathe-2", "lathe-key-2")
 	temp, _ := st.MetricID(ctx, "temperature")
@@ -181,5 +195,107 @@ func TestTrainRegistersPerSeriesModels(t *testing.T) {
 	json.Unmarshal(ms[1].Metrics, &fm)
 	if fm.Readings != 200 || !strings.Contains(stdout.String(), "lathe-2/temperature version 1: 200 readings") {
 		t.Fatalf("metrics %s, output %s", ms[1].Metrics, stdout.String())
+	}
+}
+
+// TestTrainMultivariate trains device-level models against a running
+// server, from a CSV and from stored history through the API, and finds
+// them in the registry and in `vigil models list`.
+func TestTrainMultivariate(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	url := "http://" + srv.HTTPAddr()
+	st := srv.Store()
+	rng := rand.New(rand.NewPCG(8, 8))
+	pair := func() (float64, float64) {
+		a, b := rng.NormFloat64(), rng.NormFloat64()
+		return 1000 + 100*a, 70 + 5*(0.8*a+0.6*b)
+	}
+
+	// From a CSV: 300 rows, 12 of them lacking temperature, and a column
+	// that --metrics leaves out.
+	var csv strings.Builder
+	csv.WriteString("timestamp,rpm,humidity,temperature\n")
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 300 {
+		rpm, temp := pair()
+		cell := fmt.Sprintf("%.3f", temp)
+		if i%25 == 0 {
+			cell = ""
+		}
+		fmt.Fprintf(&csv, "%s,%.3f,%d,%s\n", t0.Add(time.Duration(i)*time.Minute).Format(time.DateTime), rpm, 40+i%3, cell)
+	}
+	path := t.TempDir() + "/press.csv"
+	if err := os.WriteFile(path, []byte(csv.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"train", "--server", url, "--multivariate", "--csv", path}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "needs --device") {
+		t.Fatalf("without --device: exit %d, %s", code, stderr.String())
+	}
+	stderr.Reset()
+	code := run(ctx, []string{"train", "--server", url, "--multivariate", "--device", "press-3", "--metrics", "temperature,rpm", "--csv", path}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "press-3/* version 1: 288 vectors of temperature,rpm (12 skipped as incomplete)") {
+		t.Fatalf("output %s", stdout.String())
+	}
+
+	// From stored history: 200 timestamps of two metrics, 10 of them
+	// without temperature.
+	d, _ := st.AddDevice(ctx, "lathe-2", "lathe-key-2")
+	temp, _ := st.MetricID(ctx, "temperature")
+	rpm, _ := st.MetricID(ctx, "rpm")
+	b := array.NewRecordBuilder(memory.DefaultAllocator, store.TelemetrySchema)
+	t1 := time.Now().Add(-time.Hour)
+	for i := range 200 {
+		r, tp := pair()
+		for _, m := range []int16{rpm, temp} {
+			if m == temp && i%20 == 3 {
+				continue
+			}
+			b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(t1.Add(time.Duration(i) * time.Second).UnixMicro()))
+			b.Field(1).(*array.Int32Builder).Append(d.ID)
+			b.Field(2).(*array.Int16Builder).Append(m)
+			b.Field(3).(*array.Float64Builder).Append(map[int16]float64{rpm: r, temp: tp}[m])
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	if code := run(ctx, []string{"train", "--server", url, "--multivariate", "--device", "lathe-2"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "lathe-2/* version 1: 190 vectors of rpm,temperature (10 skipped as incomplete)") {
+		t.Fatalf("output %s", stdout.String())
+	}
+
+	ms, err := st.Models(ctx, false)
+	if err != nil || len(ms) != 2 || ms[0].Name != "lathe-2/*" || ms[1].Name != "press-3/*" {
+		t.Fatalf("registry %+v %v", ms, err)
+	}
+	var spec models.Spec
+	var p models.MahalanobisParams
+	if err := errors.Join(json.Unmarshal(ms[1].Spec, &spec), json.Unmarshal(spec.Params, &p)); err != nil {
+		t.Fatal(err)
+	}
+	if spec.Kind != models.KindMahalanobis || !slices.Equal(p.Metrics, []string{"temperature", "rpm"}) || p.Count != 288 ||
+		math.Abs(p.Mean[0]-70) > 1.5 || math.Abs(p.Mean[1]-1000) > 30 || p.Cov[0][1] < 200 || !ms[1].From.Equal(t0) {
+		t.Fatalf("press-3/* spec %s, from %s", ms[1].Spec, ms[1].From)
+	}
+	var fm models.VectorFitMetrics
+	if err := json.Unmarshal(ms[0].Metrics, &fm); err != nil || fm.Vectors != 190 || fm.Skipped != 10 {
+		t.Fatalf("lathe-2/* metrics %s", ms[0].Metrics)
+	}
+	stdout.Reset()
+	if code := run(ctx, []string{"models", "--server", url, "list"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("models list: exit %d: %s", code, stderr.String())
+	}
+	if out := stdout.String(); !strings.Contains(out, "lathe-2/*") || !strings.Contains(out, "press-3/*") || !strings.Contains(out, `"kind":"mahalanobis"`) {
+		t.Fatalf("models list:\n%s", out)
 	}
 }

@@ -14,13 +14,25 @@ import (
 	"github.com/vigil-iot/vigil/models/nab"
 )
 
-// parseSpec reads a model spec: a kind name ("ewma_z"), a JSON document
-// ({"kind": "...", "params": {...}}) or @FILE holding that JSON.
+// parseSpec reads a series model spec: a kind name ("ewma_z"), a JSON
+// document ({"kind": "...", "params": {...}}) or @FILE holding that JSON.
 func parseSpec(s string) (models.Spec, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return models.DefaultSpec(), nil
 	}
+	spec, err := readSpec(s)
+	if err != nil {
+		return models.Spec{}, err
+	}
+	if _, err := models.New(spec); err != nil {
+		return models.Spec{}, fmt.Errorf("model spec: %w", err)
+	}
+	return spec, nil
+}
+
+// readSpec reads a spec as parseSpec does, without building it.
+func readSpec(s string) (models.Spec, error) {
 	if strings.HasPrefix(s, "@") {
 		b, err := os.ReadFile(s[1:])
 		if err != nil {
@@ -34,9 +46,6 @@ func parseSpec(s string) (models.Spec, error) {
 		if err := json.Unmarshal([]byte(s), &spec); err != nil {
 			return models.Spec{}, fmt.Errorf(`model spec is not JSON {"kind": "...", "params": {...}}: %w`, err)
 		}
-	}
-	if _, err := models.New(spec); err != nil {
-		return models.Spec{}, fmt.Errorf("model spec: %w", err)
 	}
 	return spec, nil
 }

@@ -54,22 +54,38 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("train", stderr)
 	url, token := serverFlag(fs)
 	model := fs.String("model", "", specHelp)
-	device := fs.String("device", "", "train only this device's series")
+	device := fs.String("device", "", "train only this device's series (with --multivariate: only this device; required with --csv)")
 	metric := fs.String("metric", "", "train only this metric's series")
 	from := fs.String("from", "", "training window start, RFC 3339 (default: all history)")
 	to := fs.String("to", "", "training window end, RFC 3339 (default: now)")
 	asDefault := fs.Bool("default", false, "register one fleet-wide default model, judged on every selected series, instead of one per series")
-	csvPath := fs.String("csv", "", "train on a timestamp,value CSV instead of stored history (needs --name)")
+	csvPath := fs.String("csv", "", "train on a CSV instead of stored history: timestamp,value (needs --name), or with --multivariate timestamp,METRIC,METRIC,... (needs --device)")
 	name := fs.String("name", "", `with --csv: the registry name, "default" or DEVICE/METRIC`)
+	multi := fs.Bool("multivariate", false, "fit one device-level model per device, registered as DEVICE/*, that scores the device's metrics together (Mahalanobis distance): "+
+		"it flags combinations each normal on its own but not together; --model may then give its params, e.g. '{\"kind\":\"mahalanobis\",\"params\":{\"tail\":1e-4}}'")
+	metrics := fs.String("metrics", "", "with --multivariate: the metrics to score together, comma-separated (default: every metric of the device, or every CSV column)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	c := &api.Client{BaseURL: *url, Token: *token}
+	if *multi {
+		if *metric != "" || *asDefault || *name != "" {
+			return errors.New("--multivariate trains DEVICE/* models: use --metrics (not --metric), --device (not --name), and no --default")
+		}
+		var want []string
+		if *metrics != "" {
+			want = strings.Split(*metrics, ",")
+		}
+		return trainMultivariate(ctx, c, stdout, stderr, *model, *device, want, *csvPath, *from, *to)
+	}
+	if *metrics != "" {
+		return errors.New("--metrics needs --multivariate; for one series use --metric")
 	}
 	spec, err := parseSpec(*model)
 	if err != nil {
 		return err
 	}
 	specJSON, _ := json.Marshal(spec)
-	c := &api.Client{BaseURL: *url, Token: *token}
 	threshold := 0.5
 
 	if *csvPath != "" {
@@ -84,42 +100,25 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		return register(ctx, c, stdout, *name, specJSON, ts, m)
+		return register(ctx, c, stdout, *name, specJSON, ts, m, fitSummary(m))
 	}
 
-	var fromT, toT time.Time
-	if *from != "" {
-		if fromT, err = time.Parse(time.RFC3339, *from); err != nil {
-			return fmt.Errorf("--from: %w", err)
-		}
-	}
-	if toT = time.Now().UTC(); *to != "" {
-		if toT, err = time.Parse(time.RFC3339, *to); err != nil {
-			return fmt.Errorf("--to: %w", err)
-		}
-	}
-	where := []string{"ts < " + sqlString(toT.Format(time.RFC3339Nano)) + "::TIMESTAMPTZ"}
-	if !fromT.IsZero() {
-		where = append(where, "ts >= "+sqlString(fromT.Format(time.RFC3339Nano))+"::TIMESTAMPTZ")
-	}
-	if *device != "" {
-		where = append(where, "device = "+sqlString(*device))
+	where, toT, err := trainWindow(*from, *to, *device)
+	if err != nil {
+		return err
 	}
 	if *metric != "" {
 		where = append(where, "metric = "+sqlString(*metric))
 	}
 	cond := strings.Join(where, " AND ")
-	res, err := c.Query(ctx, "SELECT DISTINCT device, metric FROM readings WHERE "+cond+" ORDER BY ALL", api.MaxRowLimit)
+	series, err := distinct(ctx, c, "device, metric", cond, "--device, --metric, --from and --to")
 	if err != nil {
 		return err
 	}
-	if len(res.Rows) == 0 {
-		return errors.New("no stored readings match; check --device, --metric, --from and --to")
-	}
-	bar := newProgress(stderr, len(res.Rows))
+	bar := newProgress(stderr, len(series))
 	var all []models.FitMetrics
 	var first time.Time
-	for i, row := range res.Rows {
+	for i, row := range series {
 		ref := seriesRef{fmt.Sprint(row[0]), fmt.Sprint(row[1])}
 		ts, xs, err := history(ctx, c, ref, cond)
 		if err != nil {
@@ -137,7 +136,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			continue
 		}
-		if err := register(ctx, c, stdout, ref.device+"/"+ref.metric, specJSON, ts, m); err != nil {
+		if err := register(ctx, c, stdout, ref.device+"/"+ref.metric, specJSON, ts, m, fitSummary(m)); err != nil {
 			return err
 		}
 	}
@@ -153,9 +152,48 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if scored := agg.Readings - agg.WarmUp; scored > 0 {
 			agg.AlarmRate = alarms / float64(scored)
 		}
-		return register(ctx, c, stdout, store.DefaultModel, specJSON, []time.Time{first, toT}, agg)
+		return register(ctx, c, stdout, store.DefaultModel, specJSON, []time.Time{first, toT}, agg, fitSummary(agg))
 	}
 	return nil
+}
+
+// trainWindow turns --from, --to and --device into conditions on the
+// readings view, and returns the window's end.
+func trainWindow(from, to, device string) ([]string, time.Time, error) {
+	var fromT time.Time
+	var err error
+	if from != "" {
+		if fromT, err = time.Parse(time.RFC3339, from); err != nil {
+			return nil, time.Time{}, fmt.Errorf("--from: %w", err)
+		}
+	}
+	toT := time.Now().UTC()
+	if to != "" {
+		if toT, err = time.Parse(time.RFC3339, to); err != nil {
+			return nil, time.Time{}, fmt.Errorf("--to: %w", err)
+		}
+	}
+	where := []string{"ts < " + sqlString(toT.Format(time.RFC3339Nano)) + "::TIMESTAMPTZ"}
+	if !fromT.IsZero() {
+		where = append(where, "ts >= "+sqlString(fromT.Format(time.RFC3339Nano))+"::TIMESTAMPTZ")
+	}
+	if device != "" {
+		where = append(where, "device = "+sqlString(device))
+	}
+	return where, toT, nil
+}
+
+// distinct lists the distinct values of cols among the readings that match
+// cond, in order; none is an error that names the flags to check.
+func distinct(ctx context.Context, c *api.Client, cols, cond, flags string) ([][]any, error) {
+	res, err := c.Query(ctx, "SELECT DISTINCT "+cols+" FROM readings WHERE "+cond+" ORDER BY ALL", api.MaxRowLimit)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Rows) == 0 {
+		return nil, fmt.Errorf("no stored readings match; check %s", flags)
+	}
+	return res.Rows, nil
 }
 
 // history fetches one series through the query API.
@@ -191,14 +229,20 @@ func readCSV(path string) ([]time.Time, []float64, error) {
 	return ts, xs, nil
 }
 
-func register(ctx context.Context, c *api.Client, stdout io.Writer, name string, spec []byte, ts []time.Time, m models.FitMetrics) error {
+// register stores a trained version, trained on ts, with its fit metrics m,
+// and prints its name, version and summary.
+func register(ctx context.Context, c *api.Client, stdout io.Writer, name string, spec []byte, ts []time.Time, m any, summary string) error {
 	metrics, _ := json.Marshal(m)
 	got, err := c.PutModel(ctx, store.Model{Name: name, Spec: spec, From: ts[0], To: ts[len(ts)-1], Metrics: metrics})
 	if err != nil {
 		return fmt.Errorf("register %s: %w", name, err)
 	}
-	fmt.Fprintf(stdout, "%s version %d: %d readings, alarm rate %.4f, score p99 %.3f\n", got.Name, got.Version, m.Readings, m.AlarmRate, m.P99)
+	fmt.Fprintf(stdout, "%s version %d: %s\n", got.Name, got.Version, summary)
 	return nil
+}
+
+func fitSummary(m models.FitMetrics) string {
+	return fmt.Sprintf("%d readings, alarm rate %.4f, score p99 %.3f", m.Readings, m.AlarmRate, m.P99)
 }
 
 func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) error {
