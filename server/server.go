@@ -2,13 +2,12 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +49,17 @@ type Config struct {
 	// WarmReadings is how much of a series' stored history a new detector
 	// replays before it scores live readings.
 	WarmReadings int
+	// Scorers is how many goroutines score readings, each for its own share
+	// of the devices; 0 means one per CPU (GOMAXPROCS).
+	Scorers int
+}
+
+// scorers returns the number of scoring goroutines to run.
+func (c Config) scorers() int {
+	if c.Scorers > 0 {
+		return c.Scorers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // DefaultConfig returns a configuration that serves devices on
@@ -67,8 +77,8 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("config: a data directory is required (--data DIR)")
 	}
-	if c.TickInterval <= 0 || c.ModelPoll <= 0 || c.WarmReadings < 0 {
-		return errors.New("config: tick interval and model poll must be positive, warm readings not negative")
+	if c.TickInterval <= 0 || c.ModelPoll <= 0 || c.WarmReadings < 0 || c.Scorers < 0 {
+		return errors.New("config: tick interval and model poll must be positive, warm readings and scorers not negative")
 	}
 	errs := []error{c.Ingest.Validate(), c.Monitor.Validate(), c.Actions.Validate()}
 	if c.AMQP != nil {
@@ -86,7 +96,6 @@ type Server struct {
 	amqp    *amqp.Gateway // nil without a broker link
 	batcher *ingest.Batcher
 	ctrl    *actions.Controller
-	monitor *models.Monitor
 	http    *http.Server
 	httpLn  net.Listener
 
@@ -100,21 +109,11 @@ type Server struct {
 	closeErr  error
 	started   time.Time
 
-	// Owned by the scorer goroutine: the registry versions applied, and the
-	// label ("name@version" or kind) of the model each series runs.
-	applied      map[string]int
-	labels       map[models.SeriesKey]string
-	defaultLabel string
-	// vectors runs the device-level (DEVICE/*) models; nil until one is
-	// applied, so that without one scoring is what it always was.
-	vectors      *models.VectorMonitor
-	deviceModels map[int32]deviceModel
-}
-
-// deviceModel is what an anomaly of a device-level model is reported with.
-type deviceModel struct {
-	label   string // "DEVICE/*@VERSION(KIND)"
-	feature string // what the explanation names, e.g. "mahalanobis over load,temperature"
+	// applied is owned by the score goroutine: the registry versions
+	// applied so far.
+	applied map[string]int
+	// shards score the readings, each those of its own devices.
+	shards []*shard
 }
 
 // registry adapts the store's device registry to the gateway's
@@ -156,12 +155,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, recs: make(chan arrow.RecordBatch, 64), scored: make(chan struct{}),
 		stopTick: make(chan struct{}), tickDone: make(chan struct{}), started: time.Now(),
-		applied: map[string]int{}, labels: map[models.SeriesKey]string{}, defaultLabel: cfg.Monitor.Model.Kind}
+		applied: map[string]int{}}
 	var err error
 	if s.store, err = store.Open(ctx, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if s.monitor, err = models.NewMonitor(cfg.Monitor); err != nil {
+	if s.shards, err = newShards(s, cfg.scorers()); err != nil {
 		s.store.Close()
 		return nil, err
 	}
@@ -223,220 +222,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 // observe receives each committed batch from the batcher.
 func (s *Server) observe(rec arrow.RecordBatch) { s.recs <- rec }
-
-// score feeds committed readings to the detectors, in commit order, and
-// applies new model versions from the registry between batches.
-func (s *Server) score() {
-	defer close(s.scored)
-	ctx := context.Background()
-	s.applyModels(ctx)
-	poll := time.NewTicker(s.cfg.ModelPoll)
-	defer poll.Stop()
-	for {
-		select {
-		case <-poll.C:
-			s.applyModels(ctx)
-		case rec, ok := <-s.recs:
-			if !ok {
-				return
-			}
-			s.scoreRecord(ctx, rec)
-		}
-	}
-}
-
-func (s *Server) scoreRecord(ctx context.Context, rec arrow.RecordBatch) {
-	defer rec.Release()
-	ts := rec.Column(0).(interface{ Value(int) arrow.Timestamp })
-	dev := rec.Column(1).(interface{ Value(int) int32 })
-	met := rec.Column(2).(interface{ Value(int) int16 })
-	val := rec.Column(3).(interface{ Value(int) float64 })
-	for i := 0; i < int(rec.NumRows()); i++ {
-		key := models.SeriesKey{Device: dev.Value(i), Metric: met.Value(i)}
-		t := ts.Value(i).ToTime(arrow.Microsecond)
-		sc, tr := s.monitor.Observe(key, t, val.Value(i))
-		s.transition(ctx, key, t, sc, tr, "")
-		if s.vectors != nil {
-			s.scoreVector(ctx, key, t, val.Value(i))
-		}
-	}
-}
-
-// scoreVector feeds a reading to its device's device-level model, if it has
-// one; a vector it completes may open or close an episode, reported on the
-// metric that drove the score.
-func (s *Server) scoreVector(ctx context.Context, key models.SeriesKey, t time.Time, x float64) {
-	ev, ok := s.vectors.Observe(key.Device, key.Metric, t, x)
-	if !ok || ev.Transition == models.Steady {
-		return
-	}
-	dm := s.deviceModels[key.Device]
-	ev.Score.Feature = dm.feature
-	s.transition(ctx, models.SeriesKey{Device: key.Device, Metric: ev.Metric}, ev.TS, ev.Score, ev.Transition, dm.label)
-}
-
-// transition acts on an episode opening (an anomaly, labelled with model,
-// or with the series' own label when model is empty) or closing (a
-// recovery).
-func (s *Server) transition(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, tr models.Transition, model string) {
-	switch tr {
-	case models.Began:
-		s.onAnomaly(ctx, key, t, sc, model)
-	case models.Ended:
-		if err := s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
-			s.log.Error("recording recovery", "err", err)
-		}
-	}
-}
-
-// applyModels puts the registry's active versions to work: a new default
-// version replaces the detector of every series without a model of its own,
-// a per-series version that series' detector, a device-level (DEVICE/*)
-// version the device's vector detector. Each new detector first replays
-// the recent stored history through the same Update it will run live, so
-// it starts warm.
-func (s *Server) applyModels(ctx context.Context) {
-	ms, err := s.store.Models(ctx, false)
-	if err != nil {
-		s.log.Error("reading the model registry", "err", err)
-		return
-	}
-	for _, m := range ms {
-		if s.applied[m.Name] == m.Version {
-			continue
-		}
-		var spec models.Spec
-		if err := json.Unmarshal(m.Spec, &spec); err != nil {
-			s.log.Error("model not applied: bad spec", "model", m.Name, "version", m.Version, "err", err)
-			s.applied[m.Name] = m.Version
-			continue
-		}
-		label := fmt.Sprintf("%s@%d(%s)", m.Name, m.Version, spec.Kind)
-		if m.Name == store.DefaultModel {
-			if err := s.monitor.SetDefault(spec); err != nil {
-				s.log.Error("model not applied", "model", m.Name, "version", m.Version, "err", err)
-				s.applied[m.Name] = m.Version
-				continue
-			}
-			s.defaultLabel = label
-			for _, key := range s.monitor.DefaultSeries() {
-				s.warm(ctx, key, spec, false, label)
-			}
-		} else if devName, ok := store.ModelDevice(m.Name); ok {
-			if err := s.applyVector(ctx, devName, spec, label); err != nil {
-				s.log.Error("model not applied", "model", m.Name, "version", m.Version, "err", err)
-				s.applied[m.Name] = m.Version
-				continue
-			}
-		} else {
-			devName, metric, _ := strings.Cut(m.Name, "/")
-			dev, ok := s.store.Device(devName)
-			mid, err := s.store.MetricID(ctx, metric)
-			if !ok || err != nil {
-				s.log.Warn("model for an unknown series not applied", "model", m.Name, "version", m.Version)
-				s.applied[m.Name] = m.Version
-				continue
-			}
-			s.warm(ctx, models.SeriesKey{Device: dev.ID, Metric: mid}, spec, true, label)
-		}
-		s.applied[m.Name] = m.Version
-		s.modelsOn.Add(1)
-		s.log.Info("model version active", "model", m.Name, "version", m.Version, "kind", spec.Kind)
-	}
-}
-
-func (s *Server) warm(ctx context.Context, key models.SeriesKey, spec models.Spec, own bool, label string) {
-	det, err := models.New(spec)
-	if err != nil {
-		s.log.Error("model not applied", "label", label, "err", err)
-		return
-	}
-	if s.cfg.WarmReadings > 0 {
-		ts, xs, err := s.store.SeriesHistory(ctx, key.Device, key.Metric, time.Time{}, time.Time{}, s.cfg.WarmReadings)
-		if err != nil {
-			s.log.Error("warming a model on history", "label", label, "err", err)
-		}
-		models.ScoreSeries(det, ts, xs)
-	}
-	s.monitor.Replace(key, det, own)
-	if own {
-		s.labels[key] = label
-	}
-}
-
-// applyVector builds a device's vector model, warms it on the device's
-// recent stored history of its metrics, lined up by timestamp, and puts it
-// to work from the next reading after that history.
-func (s *Server) applyVector(ctx context.Context, devName string, spec models.Spec, label string) error {
-	dev, ok := s.store.Device(devName)
-	if !ok {
-		return fmt.Errorf("device %q is not registered", devName)
-	}
-	det, names, err := models.NewVector(spec)
-	if err != nil {
-		return err
-	}
-	ids := make([]int16, len(names))
-	tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
-	for i, name := range names {
-		if ids[i], err = s.store.MetricID(ctx, name); err != nil {
-			return err
-		}
-		if s.cfg.WarmReadings > 0 {
-			if tss[i], xss[i], err = s.store.SeriesHistory(ctx, dev.ID, ids[i], time.Time{}, time.Time{}, s.cfg.WarmReadings); err != nil {
-				s.log.Error("warming a model on history", "label", label, "err", err)
-			}
-		}
-	}
-	ts, rows := models.JoinSeries(tss, xss)
-	models.ScoreVectors(det, ts, rows)
-	var after time.Time
-	if len(ts) > 0 {
-		after = ts[len(ts)-1]
-	}
-	if s.vectors == nil {
-		if s.vectors, err = models.NewVectorMonitor(s.cfg.Monitor, models.DefaultVectorWindow); err != nil {
-			return err
-		}
-		s.deviceModels = map[int32]deviceModel{}
-	}
-	if err := s.vectors.Set(dev.ID, det, ids, after); err != nil {
-		return err
-	}
-	s.deviceModels[dev.ID] = deviceModel{label: label, feature: spec.Kind + " over " + strings.Join(names, ",")}
-	return nil
-}
-
-// onAnomaly records an anomaly, labelled with model or, when that is empty,
-// with the model the series runs, and hands it to the actions controller.
-func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, model string) {
-	if model == "" {
-		var ok bool
-		if model, ok = s.labels[key]; !ok {
-			model = s.defaultLabel
-		}
-	}
-	metric := s.store.MetricName(key.Metric)
-	device := s.store.DeviceName(key.Device)
-	a := store.Anomaly{
-		TS: t, DeviceID: key.Device, MetricID: key.Metric, Value: sc.Observed, Expected: sc.Expected,
-		Score: sc.Value, Model: model, Explanation: sc.Explain(metric), Detected: time.Now(),
-	}
-	if err := s.store.AddAnomaly(ctx, &a); err != nil {
-		s.log.Error("storing anomaly", "device", device, "metric", metric, "err", err)
-		return
-	}
-	s.anomalies.Add(1)
-	s.log.Info("anomaly", "device", device, "metric", metric, "score", fmt.Sprintf("%.3f", sc.Value), "why", a.Explanation)
-	cmd, err := s.ctrl.OnAnomaly(ctx, a, device, metric)
-	if err != nil {
-		s.log.Error("command for anomaly", "device", device, "err", err)
-		return
-	}
-	if cmd != nil {
-		s.log.Info("command", "device", device, "id", cmd.ID, "name", cmd.Name, "state", cmd.State)
-	}
-}
 
 func (s *Server) tick() {
 	defer close(s.tickDone)

@@ -28,6 +28,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	token := fs.String("api-token", "", "require this bearer token on the HTTP API (env VIGIL_API_TOKEN)")
 	maxRows := fs.Int("batch-rows", def.Ingest.MaxRows, "commit a batch when it holds this many readings")
 	maxDelay := fs.Duration("batch-delay", def.Ingest.MaxDelay, "commit a batch at the latest this long after its first message")
+	scorers := fs.Int("scorers", 0, "goroutines scoring readings, each for its share of the devices (0: one per CPU)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	amqpDef := amqp.DefaultConfig()
 	amqpURL := fs.String("amqp", "", "also link to an AMQP 1.0 broker: amqp[s]://USER:PASS@HOST:PORT")
@@ -46,6 +47,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		cfg.APIToken = envOr("VIGIL_API_TOKEN", "")
 	}
 	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
+	cfg.Scorers = *scorers
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust

@@ -1,0 +1,394 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/vigil-iot/vigil/models"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// Scoring runs on several goroutines, shards, each owning the detectors of
+// the devices whose id falls to it (id mod the number of shards). A device's
+// series and its device-level model stay on one shard, so its readings are
+// scored in commit order and its vectors are assembled in one place. The
+// score goroutine hands every committed batch to every shard, each scoring
+// only its own rows, and applies model versions from the registry between
+// batches: it reads the registry, checks each new version once, and has
+// every shard apply it (a shard warms only the series it owns) before it
+// counts the version as applied.
+
+// shard scores the readings of the devices it owns.
+type shard struct {
+	s     *Server
+	index int
+	count int
+	in    chan shardJob
+
+	monitor *models.Monitor
+	// labels holds the label ("name@version(kind)") of each series with a
+	// model of its own; the others run the default, defaultLabel.
+	labels       map[models.SeriesKey]string
+	defaultLabel string
+	// vectors runs the device-level (DEVICE/*) models; nil until one is
+	// applied, so that without one scoring is what it always was.
+	vectors      *models.VectorMonitor
+	deviceModels map[int32]deviceModel
+}
+
+// shardJob is a committed batch to score, or model versions to apply (and
+// a channel to say when they are).
+type shardJob struct {
+	rec     arrow.RecordBatch
+	models  []modelVersion
+	applied chan<- struct{}
+}
+
+// modelVersion is a registry version checked and resolved by the score
+// goroutine, ready for the shards to apply.
+type modelVersion struct {
+	name    string
+	version int
+	spec    models.Spec
+	label   string // "name@version(kind)"
+	scope   modelScope
+	series  models.SeriesKey // scopeSeries: the series; scopeDevice: the device
+	devName string
+}
+
+// modelScope says what a model version replaces.
+type modelScope int
+
+const (
+	scopeDefault modelScope = iota // every series without a model of its own
+	scopeSeries                    // one series (DEVICE/METRIC)
+	scopeDevice                    // a device's vector model (DEVICE/*)
+)
+
+// deviceModel is what an anomaly of a device-level model is reported with.
+type deviceModel struct {
+	label   string // "DEVICE/*@VERSION(KIND)"
+	feature string // what the explanation names, e.g. "mahalanobis over load,temperature"
+}
+
+// newShards returns n shards, not yet running.
+func newShards(s *Server, n int) ([]*shard, error) {
+	shards := make([]*shard, n)
+	for i := range shards {
+		m, err := models.NewMonitor(s.cfg.Monitor)
+		if err != nil {
+			return nil, err
+		}
+		shards[i] = &shard{
+			s: s, index: i, count: n, in: make(chan shardJob, 16), monitor: m,
+			labels: map[models.SeriesKey]string{}, defaultLabel: s.cfg.Monitor.Model.Kind,
+		}
+	}
+	return shards, nil
+}
+
+// owns reports whether the shard scores the device's readings.
+func (sh *shard) owns(device int32) bool { return int(uint32(device)%uint32(sh.count)) == sh.index }
+
+// score hands committed readings to the shards, in commit order, and
+// applies new model versions from the registry between batches. It returns
+// when the batcher has closed and every shard has finished.
+func (s *Server) score() {
+	defer close(s.scored)
+	var wg sync.WaitGroup
+	for _, sh := range s.shards {
+		wg.Go(sh.run)
+	}
+	defer wg.Wait()
+	defer func() {
+		for _, sh := range s.shards {
+			close(sh.in)
+		}
+	}()
+	ctx := context.Background()
+	s.applyModels(ctx)
+	poll := time.NewTicker(s.cfg.ModelPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-poll.C:
+			s.applyModels(ctx)
+		case rec, ok := <-s.recs:
+			if !ok {
+				return
+			}
+			for _, sh := range s.shards {
+				rec.Retain()
+				sh.in <- shardJob{rec: rec}
+			}
+			rec.Release()
+		}
+	}
+}
+
+// applyModels puts the registry's new active versions to work: a default
+// version replaces the detector of every series without a model of its
+// own, a per-series version (DEVICE/METRIC) that series' detector, a
+// device-level version (DEVICE/*) the device's vector detector. Each new
+// detector first replays the recent stored history through the same Update
+// it will run live, so it starts warm. A version that cannot be applied is
+// logged and not retried.
+func (s *Server) applyModels(ctx context.Context) {
+	ms, err := s.store.Models(ctx, false)
+	if err != nil {
+		s.log.Error("reading the model registry", "err", err)
+		return
+	}
+	var vs []modelVersion
+	for _, m := range ms {
+		if s.applied[m.Name] == m.Version {
+			continue
+		}
+		s.applied[m.Name] = m.Version
+		v, err := s.resolve(ctx, m)
+		if err != nil {
+			s.log.Error("model not applied", "model", m.Name, "version", m.Version, "err", err)
+			continue
+		}
+		vs = append(vs, v)
+	}
+	if len(vs) == 0 {
+		return
+	}
+	done := make(chan struct{}, len(s.shards))
+	for _, sh := range s.shards {
+		sh.in <- shardJob{models: vs, applied: done}
+	}
+	for range s.shards {
+		<-done
+	}
+	for _, v := range vs {
+		s.modelsOn.Add(1)
+		s.log.Info("model version active", "model", v.name, "version", v.version, "kind", v.spec.Kind)
+	}
+}
+
+// resolve checks a registry version and finds what it applies to.
+func (s *Server) resolve(ctx context.Context, m store.Model) (modelVersion, error) {
+	v := modelVersion{name: m.Name, version: m.Version}
+	if err := json.Unmarshal(m.Spec, &v.spec); err != nil {
+		return v, fmt.Errorf("bad spec: %w", err)
+	}
+	v.label = fmt.Sprintf("%s@%d(%s)", m.Name, m.Version, v.spec.Kind)
+	switch devName, isDevice := store.ModelDevice(m.Name); {
+	case m.Name == store.DefaultModel:
+		v.scope = scopeDefault
+		_, err := models.New(v.spec)
+		return v, err
+	case isDevice:
+		dev, ok := s.store.Device(devName)
+		if !ok {
+			return v, fmt.Errorf("device %q is not registered", devName)
+		}
+		if _, _, err := models.NewVector(v.spec); err != nil {
+			return v, err
+		}
+		v.scope, v.series.Device, v.devName = scopeDevice, dev.ID, devName
+		return v, nil
+	default:
+		devName, metric, _ := strings.Cut(m.Name, "/")
+		dev, ok := s.store.Device(devName)
+		mid, err := s.store.MetricID(ctx, metric)
+		if !ok || err != nil {
+			return v, fmt.Errorf("no series %s: the device or metric is unknown", m.Name)
+		}
+		if _, err := models.New(v.spec); err != nil {
+			return v, err
+		}
+		v.scope, v.series = scopeSeries, models.SeriesKey{Device: dev.ID, Metric: mid}
+		return v, nil
+	}
+}
+
+// run scores and applies the shard's jobs until its channel closes.
+func (sh *shard) run() {
+	ctx := context.Background()
+	for job := range sh.in {
+		if job.rec != nil {
+			sh.scoreRecord(ctx, job.rec)
+			job.rec.Release()
+			continue
+		}
+		for _, v := range job.models {
+			sh.apply(ctx, v)
+		}
+		job.applied <- struct{}{}
+	}
+}
+
+// apply puts one checked model version to work on the series it owns.
+func (sh *shard) apply(ctx context.Context, v modelVersion) {
+	switch v.scope {
+	case scopeDefault:
+		if err := sh.monitor.SetDefault(v.spec); err != nil {
+			sh.s.log.Error("model not applied", "model", v.name, "version", v.version, "err", err)
+			return
+		}
+		sh.defaultLabel = v.label
+		for _, key := range sh.monitor.DefaultSeries() {
+			sh.warm(ctx, key, v.spec, false, v.label)
+		}
+	case scopeSeries:
+		if sh.owns(v.series.Device) {
+			sh.warm(ctx, v.series, v.spec, true, v.label)
+		}
+	case scopeDevice:
+		if sh.owns(v.series.Device) {
+			if err := sh.applyVector(ctx, v); err != nil {
+				sh.s.log.Error("model not applied", "model", v.name, "version", v.version, "err", err)
+			}
+		}
+	}
+}
+
+// scoreRecord scores the shard's rows of a committed batch.
+func (sh *shard) scoreRecord(ctx context.Context, rec arrow.RecordBatch) {
+	ts := rec.Column(0).(interface{ Value(int) arrow.Timestamp })
+	dev := rec.Column(1).(interface{ Value(int) int32 })
+	met := rec.Column(2).(interface{ Value(int) int16 })
+	val := rec.Column(3).(interface{ Value(int) float64 })
+	for i := 0; i < int(rec.NumRows()); i++ {
+		d := dev.Value(i)
+		if !sh.owns(d) {
+			continue
+		}
+		key := models.SeriesKey{Device: d, Metric: met.Value(i)}
+		t := ts.Value(i).ToTime(arrow.Microsecond)
+		sc, tr := sh.monitor.Observe(key, t, val.Value(i))
+		sh.transition(ctx, key, t, sc, tr, sh.label(key))
+		if sh.vectors != nil {
+			sh.scoreVector(ctx, key, t, val.Value(i))
+		}
+	}
+}
+
+// label returns the label of the model a series runs.
+func (sh *shard) label(key models.SeriesKey) string {
+	if l, ok := sh.labels[key]; ok {
+		return l
+	}
+	return sh.defaultLabel
+}
+
+// scoreVector feeds a reading to its device's device-level model, if it has
+// one; a vector it completes may open or close an episode, reported on the
+// metric that drove the score.
+func (sh *shard) scoreVector(ctx context.Context, key models.SeriesKey, t time.Time, x float64) {
+	ev, ok := sh.vectors.Observe(key.Device, key.Metric, t, x)
+	if !ok || ev.Transition == models.Steady {
+		return
+	}
+	dm := sh.deviceModels[key.Device]
+	ev.Score.Feature = dm.feature
+	sh.transition(ctx, models.SeriesKey{Device: key.Device, Metric: ev.Metric}, ev.TS, ev.Score, ev.Transition, dm.label)
+}
+
+// transition acts on an episode opening (an anomaly, labelled with model)
+// or closing (a recovery).
+func (sh *shard) transition(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, tr models.Transition, model string) {
+	switch tr {
+	case models.Began:
+		sh.s.onAnomaly(ctx, key, t, sc, model)
+	case models.Ended:
+		if err := sh.s.ctrl.OnRecovered(ctx, key.Device, key.Metric, t); err != nil {
+			sh.s.log.Error("recording recovery", "err", err)
+		}
+	}
+}
+
+// warm builds a detector for key, replays the series' recent history
+// through it and puts it to work.
+func (sh *shard) warm(ctx context.Context, key models.SeriesKey, spec models.Spec, own bool, label string) {
+	det, err := models.New(spec)
+	if err != nil {
+		sh.s.log.Error("model not applied", "label", label, "err", err)
+		return
+	}
+	if n := sh.s.cfg.WarmReadings; n > 0 {
+		ts, xs, err := sh.s.store.SeriesHistory(ctx, key.Device, key.Metric, time.Time{}, time.Time{}, n)
+		if err != nil {
+			sh.s.log.Error("warming a model on history", "label", label, "err", err)
+		}
+		models.ScoreSeries(det, ts, xs)
+	}
+	sh.monitor.Replace(key, det, own)
+	if own {
+		sh.labels[key] = label
+	}
+}
+
+// applyVector builds a device's vector model, warms it on the device's
+// recent stored history of its metrics, lined up by timestamp, and puts it
+// to work from the next reading after that history.
+func (sh *shard) applyVector(ctx context.Context, v modelVersion) error {
+	det, names, err := models.NewVector(v.spec)
+	if err != nil {
+		return err
+	}
+	dev := v.series.Device
+	ids := make([]int16, len(names))
+	tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
+	for i, name := range names {
+		if ids[i], err = sh.s.store.MetricID(ctx, name); err != nil {
+			return err
+		}
+		if n := sh.s.cfg.WarmReadings; n > 0 {
+			if tss[i], xss[i], err = sh.s.store.SeriesHistory(ctx, dev, ids[i], time.Time{}, time.Time{}, n); err != nil {
+				sh.s.log.Error("warming a model on history", "label", v.label, "err", err)
+			}
+		}
+	}
+	ts, rows := models.JoinSeries(tss, xss)
+	models.ScoreVectors(det, ts, rows)
+	var after time.Time
+	if len(ts) > 0 {
+		after = ts[len(ts)-1]
+	}
+	if sh.vectors == nil {
+		if sh.vectors, err = models.NewVectorMonitor(sh.s.cfg.Monitor, models.DefaultVectorWindow); err != nil {
+			return err
+		}
+		sh.deviceModels = map[int32]deviceModel{}
+	}
+	if err := sh.vectors.Set(dev, det, ids, after); err != nil {
+		return err
+	}
+	sh.deviceModels[dev] = deviceModel{label: v.label, feature: v.spec.Kind + " over " + strings.Join(names, ",")}
+	return nil
+}
+
+// onAnomaly records an anomaly found by the model labelled model and hands
+// it to the actions controller. Shards call it concurrently.
+func (s *Server) onAnomaly(ctx context.Context, key models.SeriesKey, t time.Time, sc models.Score, model string) {
+	metric := s.store.MetricName(key.Metric)
+	device := s.store.DeviceName(key.Device)
+	a := store.Anomaly{
+		TS: t, DeviceID: key.Device, MetricID: key.Metric, Value: sc.Observed, Expected: sc.Expected,
+		Score: sc.Value, Model: model, Explanation: sc.Explain(metric), Detected: time.Now(),
+	}
+	if err := s.store.AddAnomaly(ctx, &a); err != nil {
+		s.log.Error("storing anomaly", "device", device, "metric", metric, "err", err)
+		return
+	}
+	s.anomalies.Add(1)
+	s.log.Info("anomaly", "device", device, "metric", metric, "score", fmt.Sprintf("%.3f", sc.Value), "why", a.Explanation)
+	cmd, err := s.ctrl.OnAnomaly(ctx, a, device, metric)
+	if err != nil {
+		s.log.Error("command for anomaly", "device", device, "err", err)
+		return
+	}
+	if cmd != nil {
+		s.log.Info("command", "device", device, "id", cmd.ID, "name", cmd.Name, "state", cmd.State)
+	}
+}

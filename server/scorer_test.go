@@ -1,0 +1,115 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigil-iot/vigil/sim"
+	"github.com/vigil-iot/vigil/store"
+)
+
+// TestShardsScoreEveryDevice: with three scoring shards, a new default
+// model reaches the series of every shard (each warmed on its history), a
+// per-series model reaches only its own series, and every device's
+// readings are scored, whichever shard owns it.
+func TestShardsScoreEveryDevice(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.ModelPoll = 50 * time.Millisecond
+	cfg.Scorers = 3
+	srv, err := Start(ctx, cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(ctx) })
+	if len(srv.shards) != 3 {
+		t.Fatalf("%d shards, want 3", len(srv.shards))
+	}
+	const devices = 6 // two per shard
+	clients := make([]*paho.Client, devices)
+	ids := make([]int32, devices)
+	for i := range clients {
+		name, key := fmt.Sprintf("shard-%d", i), fmt.Sprintf("shard-key-%02d", i)
+		d, err := srv.Store().AddDevice(ctx, name, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = d.ID
+		if clients[i], err = sim.Connect(ctx, srv.MQTTAddr(), name, key, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { clients[i].Disconnect(&paho.Disconnect{}) })
+	}
+	owners := map[int]bool{}
+	for _, id := range ids {
+		for k, sh := range srv.shards {
+			if sh.owns(id) {
+				owners[k] = true
+			}
+		}
+	}
+	if len(owners) != 3 {
+		t.Fatalf("devices %v fall on shards %v; the test needs all three", ids, owners)
+	}
+	seq := 0
+	send := func(n int) {
+		for range n {
+			seq++
+			for i, c := range clients {
+				body := fmt.Sprintf(`{"temperature": %.2f, "rpm": %d}`, 70+0.1*float64((seq+i)%7), 1200+seq%5)
+				if _, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic(fmt.Sprintf("shard-%d", i)), Payload: []byte(body)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	send(40)
+	if n := srv.Status().Anomalies; n != 0 {
+		t.Fatalf("%d anomalies on steady series under the default model", n)
+	}
+	// A hair-trigger default flags every wiggle of every series; a calm
+	// model of its own keeps shard-0's rpm quiet.
+	for _, m := range []store.Model{
+		{Name: store.DefaultModel, Spec: json.RawMessage(`{"kind":"ewma_z","params":{"z":0.01,"warm_up":2}}`)},
+		{Name: "shard-0/rpm", Spec: json.RawMessage(`{"kind":"ewma_z","params":{"z":1000}}`)},
+	} {
+		if err := srv.Store().PutModel(ctx, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "both versions to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsApplied == 2 })
+	send(20)
+	type series struct{ device, metric string }
+	flagged := func() map[series]string {
+		rows, err := srv.Store().DB().Query(`SELECT d.name, m.name, any_value(a.model) FROM anomalies a
+			JOIN devices d ON d.id = a.device_id JOIN metrics m ON m.id = a.metric_id GROUP BY ALL`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		out := map[series]string{}
+		for rows.Next() {
+			var s series
+			var model string
+			if err := rows.Scan(&s.device, &s.metric, &model); err != nil {
+				t.Fatal(err)
+			}
+			out[s] = model
+		}
+		return out
+	}
+	waitFor(t, "every series but shard-0/rpm to be flagged", 20*time.Second, func() any { return flagged() }, func() bool { return len(flagged()) == 2*devices-1 })
+	for s, model := range flagged() {
+		if s == (series{"shard-0", "rpm"}) {
+			t.Errorf("shard-0/rpm was flagged by %s despite its own calm model", model)
+		}
+		if model != "default@1(ewma_z)" {
+			t.Errorf("%s/%s flagged by %q, want the new default", s.device, s.metric, model)
+		}
+	}
+}
