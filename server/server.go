@@ -52,6 +52,8 @@ type Config struct {
 	// Scorers is how many goroutines score readings, each for its own share
 	// of the devices; 0 means one per CPU (GOMAXPROCS).
 	Scorers int
+	// Store tunes the database (DuckDB threads).
+	Store store.Options
 }
 
 // scorers returns the number of scoring goroutines to run.
@@ -157,7 +159,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		stopTick: make(chan struct{}), tickDone: make(chan struct{}), started: time.Now(),
 		applied: map[string]int{}}
 	var err error
-	if s.store, err = store.Open(ctx, cfg.DataDir); err != nil {
+	if s.store, err = store.OpenOptions(ctx, cfg.DataDir, cfg.Store); err != nil {
 		return nil, err
 	}
 	if s.shards, err = newShards(s, cfg.scorers()); err != nil {

@@ -259,3 +259,27 @@ func TestCommandLifecycleSurvivesReopen(t *testing.T) {
 		t.Fatalf("id after reopen %d (err %v), want %d", next.ID, err, done.ID+1)
 	}
 }
+
+// TestThreadsOption: the DuckDB thread count given to OpenOptions is the
+// one DuckDB runs with, the default is DefaultThreads, and a negative
+// count is refused.
+func TestThreadsOption(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct{ set, want int }{{0, DefaultThreads()}, {1, 1}, {3, 3}} {
+		s, err := OpenOptions(ctx, t.TempDir(), Options{Threads: c.set})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := s.DB().QueryRowContext(ctx, `SELECT current_setting('threads')`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got != c.want {
+			t.Errorf("Threads %d: DuckDB runs %d threads, want %d", c.set, got, c.want)
+		}
+	}
+	if _, err := OpenOptions(ctx, t.TempDir(), Options{Threads: -1}); err == nil {
+		t.Error("a negative thread count was accepted")
+	}
+}

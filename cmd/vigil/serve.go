@@ -29,6 +29,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	maxRows := fs.Int("batch-rows", def.Ingest.MaxRows, "commit a batch when it holds this many readings")
 	maxDelay := fs.Duration("batch-delay", def.Ingest.MaxDelay, "commit a batch at the latest this long after its first message")
 	scorers := fs.Int("scorers", 0, "goroutines scoring readings, each for its share of the devices (0: one per CPU)")
+	dbThreads := fs.Int("duckdb-threads", 0, "threads DuckDB runs queries on (0: half the CPUs); more speed up large queries, but each one beyond the first costs CPU on every commit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	amqpDef := amqp.DefaultConfig()
 	amqpURL := fs.String("amqp", "", "also link to an AMQP 1.0 broker: amqp[s]://USER:PASS@HOST:PORT")
@@ -47,7 +48,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		cfg.APIToken = envOr("VIGIL_API_TOKEN", "")
 	}
 	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
-	cfg.Scorers = *scorers
+	cfg.Scorers, cfg.Store.Threads = *scorers, *dbThreads
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust
