@@ -27,8 +27,9 @@ type AMQPLink struct {
 	// is replaced by the device id. The default, a receiver on amq.topic
 	// with the device's routing key, needs no provisioning; RabbitMQ 3.10
 	// creates a queue for it per connection (and leaves it behind), so
-	// commands sent while the device is away are lost. A provisioned
-	// durable queue (/amq/queue/NAME, bound to amq.topic) keeps them.
+	// commands sent while the device is away are lost. A durable queue per
+	// device keeps them: /amq/queue/commands.{id} when vigil sends to
+	// /queue/commands.{id}.
 	Commands string
 	// Feedback is the address command acknowledgements are sent to.
 	Feedback string

@@ -27,6 +27,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	link := sim.DefaultAMQPLink()
 	amqpURL := fs.String("amqp", "", "run the devices as AMQP clients of this broker (amqp://HOST:PORT) instead of MQTT; each logs in as its device id with --key as password")
 	amqpVHost := fs.String("amqp-vhost", "", "the broker's virtual host")
+	amqpCommands := fs.String("amqp-commands", sim.DefaultAMQPLink().Commands, "address each device receives commands from; {id} is its id (/amq/queue/commands.{id} when serve sends to /queue/commands.{id})")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -61,7 +62,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var run runner = fleet
 	if *amqpURL != "" {
-		link.URL, link.VHost = *amqpURL, *amqpVHost
+		link.URL, link.VHost, link.Commands = *amqpURL, *amqpVHost, *amqpCommands
 		// Registered with vigil so it accepts their telemetry; the broker
 		// authenticates them.
 		for _, d := range fleet.Devices {

@@ -335,3 +335,53 @@ func TestSettleErrorReleasesForRedelivery(t *testing.T) {
 		t.Fatalf("gateway %+v, deliveries %v: want one release and a redelivery of %s", s, sink.ids, want)
 	}
 }
+
+// TestCommandsWaitInTheDeviceQueue: with a per-device queue as command
+// address (/queue/commands.{id}, which RabbitMQ declares durable when vigil
+// first sends to it), commands sent while a device is away wait for it;
+// when it connects it receives them once each, in the order sent, and its
+// acknowledgements come back in that order.
+func TestCommandsWaitInTheDeviceQueue(t *testing.T) {
+	b := needBroker(t)
+	names := []string{"away-dev"}
+	vhost, keys := b.Provision(t, names...)
+	v := startVigil(t, b, vhost, names, func(c *Config) { c.CommandAddress = "/queue/commands.{id}" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ids := []string{"cmd-away-1", "cmd-away-2", "cmd-away-3"}
+	for _, id := range ids {
+		cmd := gateway.Command{ID: id, Device: names[0], Name: "reduce_load", Payload: json.RawMessage(`{"percent": 10}`), Expires: time.Now().Add(time.Minute)}
+		if err := v.gw.Send(ctx, cmd); err != nil {
+			t.Fatalf("send %s while the device is away: %v", id, err)
+		}
+	}
+
+	link := sim.DefaultAMQPLink()
+	link.URL, link.VHost, link.Commands = b.DeviceURL(), vhost, "/amq/queue/commands.{id}"
+	dev := sim.NewAMQPDevice(sim.DeviceConfig{Name: names[0], Key: keys[names[0]], Interval: 20 * time.Millisecond, DayLength: time.Minute}, link)
+	dctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dev.Run(dctx) }()
+	for i, want := range ids {
+		select {
+		case a := <-v.acks:
+			if a.CommandID != want || a.Device.Name != names[0] || a.Status != gateway.AckCompleted {
+				t.Fatalf("acknowledgement %d: %+v, want %s completed by %s", i, a, want, names[0])
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d of %d acknowledgements; device %+v, last error %v", i, len(ids), dev.Stats(), dev.LastError())
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("device: %v", err)
+	}
+	if s := dev.Stats(); s.Commands != int64(len(ids)) {
+		t.Fatalf("the device received %d commands, want %d", s.Commands, len(ids))
+	}
+	select {
+	case a := <-v.acks:
+		t.Fatalf("an extra acknowledgement: %+v", a)
+	default:
+	}
+}
