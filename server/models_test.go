@@ -72,3 +72,44 @@ func TestModelHotReload(t *testing.T) {
 		t.Fatalf("registry after rollback: %+v %v", all, err)
 	}
 }
+
+// TestModelWaitsForItsDevice: a model trained for a device that is not
+// registered yet waits (and says so in the status) instead of being
+// dropped; once the device is registered the model is applied and scores
+// its series.
+func TestModelWaitsForItsDevice(t *testing.T) {
+	ctx := context.Background()
+	srv, _ := startWithDevice(t, "early-1", "early-key-01")
+	m := store.Model{Name: "late-1/temperature", Spec: json.RawMessage(`{"kind":"ewma_z","params":{"z":0.05}}`)}
+	if err := srv.Store().PutModel(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the model to wait for its device", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsWaiting == 1 })
+	if n := srv.Status().ModelsApplied; n != 0 {
+		t.Fatalf("%d versions applied without their device", n)
+	}
+	if _, err := srv.Store().AddDevice(ctx, "late-1", "late-key-001"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the model to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool {
+		s := srv.Status()
+		return s.ModelsApplied == 1 && s.ModelsWaiting == 0
+	})
+	dev, err := sim.Connect(ctx, srv.MQTTAddr(), "late-1", "late-key-001", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Disconnect(&paho.Disconnect{})
+	for i := range 30 {
+		body := fmt.Sprintf(`{"temperature": %.2f}`, 70+0.1*float64(i%7))
+		if _, err := dev.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic("late-1"), Payload: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the waiting model to flag the series", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().Anomalies > 0 })
+	var label string
+	srv.Store().DB().QueryRow(`SELECT model FROM anomalies ORDER BY id LIMIT 1`).Scan(&label)
+	if !strings.HasPrefix(label, "late-1/temperature@1") {
+		t.Fatalf("anomaly model label %q, want the waiting model's", label)
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -138,7 +139,8 @@ func (s *Server) score() {
 // device-level version (DEVICE/*) the device's vector detector. Each new
 // detector first replays the recent stored history through the same Update
 // it will run live, so it starts warm. A version that cannot be applied is
-// logged and not retried.
+// logged and not retried, except one whose device is not registered yet,
+// which is applied once the device is.
 func (s *Server) applyModels(ctx context.Context) {
 	ms, err := s.store.Models(ctx, false)
 	if err != nil {
@@ -150,14 +152,25 @@ func (s *Server) applyModels(ctx context.Context) {
 		if s.applied[m.Name] == m.Version {
 			continue
 		}
-		s.applied[m.Name] = m.Version
 		v, err := s.resolve(ctx, m)
+		if errors.Is(err, errNoDeviceYet) {
+			// Trained before the device was registered: apply it once the
+			// device is, and say so once.
+			if s.waiting[m.Name] != m.Version {
+				s.waiting[m.Name] = m.Version
+				s.log.Warn("model waits for its device", "model", m.Name, "version", m.Version, "err", err)
+			}
+			continue
+		}
+		s.applied[m.Name] = m.Version
+		delete(s.waiting, m.Name)
 		if err != nil {
 			s.log.Error("model not applied", "model", m.Name, "version", m.Version, "err", err)
 			continue
 		}
 		vs = append(vs, v)
 	}
+	s.modelsWait.Store(int64(len(s.waiting)))
 	if len(vs) == 0 {
 		return
 	}
@@ -174,6 +187,10 @@ func (s *Server) applyModels(ctx context.Context) {
 	}
 }
 
+// errNoDeviceYet says that a model names a device that is not registered
+// (yet).
+var errNoDeviceYet = errors.New("the device is not registered (yet)")
+
 // resolve checks a registry version and finds what it applies to.
 func (s *Server) resolve(ctx context.Context, m store.Model) (modelVersion, error) {
 	v := modelVersion{name: m.Name, version: m.Version}
@@ -189,7 +206,7 @@ func (s *Server) resolve(ctx context.Context, m store.Model) (modelVersion, erro
 	case isDevice:
 		dev, ok := s.store.Device(devName)
 		if !ok {
-			return v, fmt.Errorf("device %q is not registered", devName)
+			return v, fmt.Errorf("device %q: %w", devName, errNoDeviceYet)
 		}
 		if _, _, err := models.NewVector(v.spec); err != nil {
 			return v, err
@@ -199,9 +216,12 @@ func (s *Server) resolve(ctx context.Context, m store.Model) (modelVersion, erro
 	default:
 		devName, metric, _ := strings.Cut(m.Name, "/")
 		dev, ok := s.store.Device(devName)
+		if !ok {
+			return v, fmt.Errorf("device %q: %w", devName, errNoDeviceYet)
+		}
 		mid, err := s.store.MetricID(ctx, metric)
-		if !ok || err != nil {
-			return v, fmt.Errorf("no series %s: the device or metric is unknown", m.Name)
+		if err != nil {
+			return v, err
 		}
 		if _, err := models.New(v.spec); err != nil {
 			return v, err

@@ -101,19 +101,20 @@ type Server struct {
 	http    *http.Server
 	httpLn  net.Listener
 
-	recs      chan arrow.RecordBatch
-	scored    chan struct{}
-	stopTick  chan struct{}
-	tickDone  chan struct{}
-	anomalies atomic.Int64
-	modelsOn  atomic.Int64 // registry versions applied
-	closeOnce sync.Once
-	closeErr  error
-	started   time.Time
+	recs       chan arrow.RecordBatch
+	scored     chan struct{}
+	stopTick   chan struct{}
+	tickDone   chan struct{}
+	anomalies  atomic.Int64
+	modelsOn   atomic.Int64 // registry versions applied
+	modelsWait atomic.Int64 // registry versions waiting for their device
+	closeOnce  sync.Once
+	closeErr   error
+	started    time.Time
 
-	// applied is owned by the score goroutine: the registry versions
-	// applied so far.
-	applied map[string]int
+	// applied and waiting are owned by the score goroutine: the registry
+	// versions applied so far, and those waiting for their device.
+	applied, waiting map[string]int
 	// shards score the readings, each those of its own devices.
 	shards []*shard
 }
@@ -157,7 +158,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, recs: make(chan arrow.RecordBatch, 64), scored: make(chan struct{}),
 		stopTick: make(chan struct{}), tickDone: make(chan struct{}), started: time.Now(),
-		applied: map[string]int{}}
+		applied: map[string]int{}, waiting: map[string]int{}}
 	var err error
 	if s.store, err = store.OpenOptions(ctx, cfg.DataDir, cfg.Store); err != nil {
 		return nil, err
@@ -305,6 +306,9 @@ type Status struct {
 	Denied         int64  `json:"topics_denied"`
 	Anomalies      int64  `json:"anomalies"`
 	ModelsApplied  int64  `json:"model_versions_applied"`
+	// ModelsWaiting counts active versions whose device is not registered
+	// yet; each is applied once its device is.
+	ModelsWaiting int64 `json:"model_versions_waiting"`
 	// AMQP is the broker link's state; absent without one.
 	AMQP *AMQPStatus `json:"amqp,omitempty"`
 	actions.Stats
@@ -317,7 +321,7 @@ func (s *Server) Status() Status {
 		Uptime: time.Since(s.started).Round(time.Second).String(), Devices: len(s.store.Devices()),
 		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters,
 		Batches: is.Batches, CommitErrors: is.CommitErrors, RefusedDevices: gs.RefusedUnknown + gs.RefusedKey + gs.RefusedOff,
-		Denied: gs.Denied, Anomalies: s.anomalies.Load(), ModelsApplied: s.modelsOn.Load(), Stats: s.ctrl.Stats(),
+		Denied: gs.Denied, Anomalies: s.anomalies.Load(), ModelsApplied: s.modelsOn.Load(), ModelsWaiting: s.modelsWait.Load(), Stats: s.ctrl.Stats(),
 		AMQP: s.amqpStatus(),
 	}
 }
