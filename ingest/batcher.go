@@ -58,18 +58,23 @@ type Config struct {
 	// message id (a broker redelivery, an MQTT resend after a lost PUBACK)
 	// is acknowledged without being stored twice.
 	DedupeWindow time.Duration
+	// DedupeIDs caps how many message ids are remembered (about 100 bytes
+	// each): when devices send faster than DedupeIDs per DedupeWindow, the
+	// oldest ids are forgotten early and the window honoured shrinks to
+	// DedupeIDs / message rate (Stats.DedupeEvicted counts them).
+	DedupeIDs int
 }
 
 // DefaultConfig returns the batching vigil runs with by default.
 func DefaultConfig() Config {
 	return Config{MaxRows: 100_000, MaxDelay: 100 * time.Millisecond, Idle: 2 * time.Millisecond, MinDelay: 10 * time.Millisecond,
-		Queue: 4096, DedupeWindow: time.Hour}
+		Queue: 4096, DedupeWindow: time.Hour, DedupeIDs: 2_000_000}
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if c.MaxRows < 1 || c.MaxDelay <= 0 || c.Queue < 1 || c.DedupeWindow <= 0 {
-		return fmt.Errorf("ingest: max rows, max delay, queue and dedupe window must be positive (got %d, %s, %d, %s)", c.MaxRows, c.MaxDelay, c.Queue, c.DedupeWindow)
+	if c.MaxRows < 1 || c.MaxDelay <= 0 || c.Queue < 1 || c.DedupeWindow <= 0 || c.DedupeIDs < 1 {
+		return fmt.Errorf("ingest: max rows, max delay, queue, dedupe window and dedupe ids must be positive (got %d, %s, %d, %s, %d)", c.MaxRows, c.MaxDelay, c.Queue, c.DedupeWindow, c.DedupeIDs)
 	}
 	if c.Idle < 0 || c.MinDelay < 0 || c.MinDelay > c.MaxDelay {
 		return fmt.Errorf("ingest: idle (%s) and min delay (%s) must not be negative, and min delay not above max delay (%s)", c.Idle, c.MinDelay, c.MaxDelay)
@@ -85,6 +90,9 @@ type Stats struct {
 	Batches      int64 // successful commits
 	CommitErrors int64 // failed commits (their messages were settled with the error)
 	Duplicates   int64 // messages recognised as already stored and not stored again
+	// DedupeEvicted counts message ids forgotten before the end of the
+	// dedupe window to stay within Config.DedupeIDs.
+	DedupeEvicted int64
 }
 
 type item struct {
@@ -108,7 +116,9 @@ type Batcher struct {
 
 	// seen holds the ids of committed messages within the dedupe window; it
 	// is owned by the run goroutine.
-	seen map[store.MessageKey]time.Time
+	seen *dedupe
+	// evicted mirrors seen.evicted for Stats.
+	evicted atomic.Int64
 
 	messages, readings, deadLetters, batches, commitErrors, duplicates atomic.Int64
 }
@@ -124,7 +134,7 @@ func NewBatcher(cfg Config, c Committer, observe Observer, log *slog.Logger) (*B
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	b := &Batcher{cfg: cfg, store: c, observe: observe, log: log, in: make(chan item, cfg.Queue), done: make(chan struct{}), seen: seen}
+	b := &Batcher{cfg: cfg, store: c, observe: observe, log: log, in: make(chan item, cfg.Queue), done: make(chan struct{}), seen: newDedupe(cfg.DedupeIDs, seen)}
 	go b.run()
 	return b, nil
 }
@@ -175,6 +185,7 @@ func (b *Batcher) Stats() Stats {
 	return Stats{
 		Messages: b.messages.Load(), Readings: b.readings.Load(), DeadLetters: b.deadLetters.Load(),
 		Batches: b.batches.Load(), CommitErrors: b.commitErrors.Load(), Duplicates: b.duplicates.Load(),
+		DedupeEvicted: b.evicted.Load(),
 	}
 }
 
@@ -283,11 +294,7 @@ func (b *Batcher) run() {
 // forget drops the ids of messages received before t, in memory and in the
 // store.
 func (b *Batcher) forget(t time.Time) {
-	for k, at := range b.seen {
-		if at.Before(t) {
-			delete(b.seen, k)
-		}
-	}
+	b.seen.forget(t)
 	if err := b.store.ForgetMessageIDs(context.Background(), t); err != nil {
 		b.log.Warn("pruning message ids", "err", err)
 	}
@@ -302,7 +309,7 @@ func (b *Batcher) add(p *pending, it item) {
 	m := it.msg
 	if m.ID != "" {
 		key := store.MessageKey{Device: m.Device.ID, ID: m.ID}
-		if _, ok := b.seen[key]; ok {
+		if b.seen.has(key) {
 			b.duplicates.Add(1)
 			if m.Settle != nil {
 				m.Settle(nil)
@@ -388,8 +395,16 @@ func (b *Batcher) flush(p *pending) {
 		b.readings.Add(int64(p.rows))
 		b.deadLetters.Add(int64(p.nDead))
 		b.messages.Add(int64(p.nMsgs))
+		before := b.seen.evicted
 		for k, at := range p.keys {
-			b.seen[k] = at
+			b.seen.add(k, at.UnixNano())
+		}
+		if b.seen.evicted > before {
+			if before == 0 {
+				b.log.Warn("message ids are arriving faster than the dedupe memory holds them for the whole window: the oldest are forgotten early, and a duplicate older than them would be stored again",
+					"dedupe_ids", b.cfg.DedupeIDs, "window", b.cfg.DedupeWindow)
+			}
+			b.evicted.Store(b.seen.evicted)
 		}
 	}
 	for _, s := range p.settle {

@@ -26,7 +26,7 @@ func newStore(t *testing.T) *store.Store {
 }
 
 func testConfig(rows int, delay time.Duration, queue int) Config {
-	return Config{MaxRows: rows, MaxDelay: delay, Queue: queue, DedupeWindow: time.Hour}
+	return Config{MaxRows: rows, MaxDelay: delay, Queue: queue, DedupeWindow: time.Hour, DedupeIDs: 1_000_000}
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
