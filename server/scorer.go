@@ -256,9 +256,7 @@ func (sh *shard) apply(ctx context.Context, v modelVersion) {
 			return
 		}
 		sh.defaultLabel = v.label
-		for _, key := range sh.monitor.DefaultSeries() {
-			sh.warm(ctx, key, v.spec, false, v.label)
-		}
+		sh.warmDefault(ctx, v)
 	case scopeSeries:
 		if sh.owns(v.series.Device) {
 			sh.warm(ctx, v.series, v.spec, true, v.label)
@@ -345,6 +343,47 @@ func (sh *shard) warm(ctx context.Context, key models.SeriesKey, spec models.Spe
 	sh.monitor.Replace(key, det, own)
 	if own {
 		sh.labels[key] = label
+	}
+}
+
+// warmDefault gives every series of the shard that runs the default model
+// a new detector of version v, warmed on the series' recent history, read
+// for all of them in one scan.
+func (sh *shard) warmDefault(ctx context.Context, v modelVersion) {
+	keys := sh.monitor.DefaultSeries()
+	if len(keys) == 0 {
+		return
+	}
+	todo := make(map[models.SeriesKey]bool, len(keys))
+	for _, k := range keys {
+		todo[k] = true
+	}
+	replace := func(key models.SeriesKey, ts []time.Time, xs []float64) error {
+		det, err := models.New(v.spec)
+		if err != nil {
+			return err
+		}
+		models.ScoreSeries(det, ts, xs)
+		sh.monitor.Replace(key, det, false)
+		delete(todo, key)
+		return nil
+	}
+	if n := sh.s.cfg.WarmReadings; n > 0 {
+		err := sh.s.store.RecentHistories(ctx, n, sh.index, sh.count, func(d int32, m int16, ts []time.Time, xs []float64) error {
+			if key := (models.SeriesKey{Device: d, Metric: m}); todo[key] {
+				return replace(key, ts, xs)
+			}
+			return nil
+		})
+		if err != nil {
+			sh.s.log.Error("warming a model on history", "label", v.label, "err", err)
+		}
+	}
+	for key := range todo { // no stored history (or the scan failed): start cold
+		if err := replace(key, nil, nil); err != nil {
+			sh.s.log.Error("model not applied", "label", v.label, "err", err)
+			return
+		}
 	}
 }
 

@@ -113,3 +113,59 @@ func TestShardsScoreEveryDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestNewDefaultStartsWarm: a new default model replaces the detector of
+// every series on every shard with one that has replayed the series'
+// stored history: an ewma_z that needs 50 readings before it scores flags
+// the very next spike, which it could not if it had started cold.
+func TestNewDefaultStartsWarm(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.ModelPoll = 50 * time.Millisecond
+	cfg.Scorers = 2
+	srv, err := Start(ctx, cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(ctx) })
+	names := []string{"warm-a", "warm-b"}
+	clients := make([]*paho.Client, len(names))
+	shards := map[int]bool{}
+	for i, name := range names {
+		d, err := srv.Store().AddDevice(ctx, name, "warm-key-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards[int(d.ID)%2] = true
+		if clients[i], err = sim.Connect(ctx, srv.MQTTAddr(), name, "warm-key-"+name, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { clients[i].Disconnect(&paho.Disconnect{}) })
+	}
+	if len(shards) != 2 {
+		t.Fatalf("both devices fall on one shard")
+	}
+	publish := func(i int, v float64) {
+		if _, err := clients[i].Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic(names[i]), Payload: fmt.Appendf(nil, `{"temperature": %.2f}`, v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := range 60 {
+		for i := range names {
+			publish(i, 70+0.1*float64(k%5))
+		}
+	}
+	m := store.Model{Name: store.DefaultModel, Spec: json.RawMessage(`{"kind":"ewma_z","params":{"warm_up":50}}`)}
+	if err := srv.Store().PutModel(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new default to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsApplied == 1 })
+	for i := range names {
+		publish(i, 200)
+	}
+	waitFor(t, "both spikes to be flagged by the new default", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().Anomalies == 2 })
+	var n int
+	if err := srv.Store().DB().QueryRow(`SELECT count(DISTINCT device_id) FROM anomalies WHERE model = 'default@1(ewma_z)'`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d devices flagged by the new default (%v), want 2", n, err)
+	}
+}

@@ -166,3 +166,55 @@ func (s *Store) SeriesHistory(ctx context.Context, device int32, metric int16, f
 	}
 	return ts, xs, rows.Err()
 }
+
+// RecentHistories streams the most recent readings (at most limit, limit >
+// 0) of every series of the devices whose id is shard modulo shards, one
+// series at a time, in time order, to fn (which must not keep ts and xs:
+// they are reused for the next series). It reads the telemetry once,
+// where a SeriesHistory per series would scan it once per series: warming
+// a new default model on a large fleet is one query per scoring shard. An
+// error returned by fn stops the scan and is returned.
+func (s *Store) RecentHistories(ctx context.Context, limit, shard, shards int, fn func(device int32, metric int16, ts []time.Time, xs []float64) error) error {
+	if limit < 1 || shards < 1 || shard < 0 || shard >= shards {
+		return fmt.Errorf("recent histories: limit %d, shard %d of %d: want limit ≥ 1 and 0 ≤ shard < shards", limit, shard, shards)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, metric_id, ts, value FROM telemetry
+		WHERE device_id::UBIGINT % ? = ?
+		QUALIFY row_number() OVER (PARTITION BY device_id, metric_id ORDER BY ts DESC) <= ?
+		ORDER BY device_id, metric_id, ts`, shards, shard, limit)
+	if err != nil {
+		return fmt.Errorf("recent histories: %w", err)
+	}
+	defer rows.Close()
+	var (
+		dev    int32
+		met    int16
+		ts     []time.Time
+		xs     []float64
+		series bool
+	)
+	for rows.Next() {
+		var d int32
+		var m int16
+		var t time.Time
+		var x float64
+		if err := rows.Scan(&d, &m, &t, &x); err != nil {
+			return fmt.Errorf("recent histories: %w", err)
+		}
+		if series && (d != dev || m != met) {
+			if err := fn(dev, met, ts, xs); err != nil {
+				return err
+			}
+			ts, xs = ts[:0], xs[:0]
+		}
+		dev, met, series = d, m, true
+		ts, xs = append(ts, t), append(xs, x)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("recent histories: %w", err)
+	}
+	if series {
+		return fn(dev, met, ts, xs)
+	}
+	return nil
+}

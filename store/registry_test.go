@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -96,4 +97,91 @@ func TestDeviceModelNames(t *testing.T) {
 			t.Errorf("ModelDevice(%q) = %q, %v", name, dev, ok)
 		}
 	}
+}
+
+// fillSeries stores n readings, one a second, for each metric of each
+// device: value = device*1000 + metric*100 + i.
+func fillSeries(tb testing.TB, s *Store, devices, metrics, n int) {
+	tb.Helper()
+	_, err := s.DB().Exec(`INSERT INTO telemetry
+		SELECT TIMESTAMP '2026-11-29' + to_seconds(i), d::INTEGER, m::SMALLINT, d * 1000 + m * 100 + i
+		FROM range(1, ? + 1) t1(d), range(?) t2(m), range(?) t3(i)`, devices, metrics, n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// TestRecentHistories: each series of the shard's devices comes once, with
+// its last limit readings in time order; other shards' devices do not.
+func TestRecentHistories(t *testing.T) {
+	s, err := Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fillSeries(t, s, 3, 2, 5)
+	got := map[[2]int][]float64{}
+	err = s.RecentHistories(context.Background(), 3, 1, 2, func(d int32, m int16, ts []time.Time, xs []float64) error {
+		k := [2]int{int(d), int(m)}
+		if _, dup := got[k]; dup {
+			t.Errorf("series %v came twice", k)
+		}
+		for i := 1; i < len(ts); i++ {
+			if !ts[i].After(ts[i-1]) {
+				t.Errorf("series %v not in time order: %v", k, ts)
+			}
+		}
+		got[k] = append([]float64(nil), xs...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[[2]int][]float64{
+		{1, 0}: {1002, 1003, 1004}, {1, 1}: {1102, 1103, 1104},
+		{3, 0}: {3002, 3003, 3004}, {3, 1}: {3102, 3103, 3104},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("histories of shard 1 of 2:\n got %v\nwant %v", got, want)
+	}
+	for i, c := range [][3]int{{0, 0, 1}, {1, 2, 2}, {1, -1, 2}} {
+		if err := s.RecentHistories(context.Background(), c[0], c[1], c[2], func(int32, int16, []time.Time, []float64) error { return nil }); err == nil {
+			t.Errorf("case %d: limit %d shard %d of %d accepted", i, c[0], c[1], c[2])
+		}
+	}
+}
+
+// BenchmarkWarmHistories reads the last 200 readings of 2,000 series (1M
+// stored readings), as a new default model's warm-up does: vigil's one scan
+// against one SeriesHistory query per series.
+func BenchmarkWarmHistories(b *testing.B) {
+	s, err := Open(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const devices, metrics, limit = 200, 10, 200
+	fillSeries(b, s, devices, metrics, 500)
+	ctx := context.Background()
+	b.Run("vigil_one_scan", func(b *testing.B) {
+		for b.Loop() {
+			n := 0
+			if err := s.RecentHistories(ctx, limit, 0, 1, func(int32, int16, []time.Time, []float64) error { n++; return nil }); err != nil || n != devices*metrics {
+				b.Fatalf("%d series, %v", n, err)
+			}
+		}
+		b.ReportMetric(float64(devices*metrics)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+	})
+	b.Run("query_per_series", func(b *testing.B) {
+		for b.Loop() {
+			for d := 1; d <= devices; d++ {
+				for m := range metrics {
+					if _, _, err := s.SeriesHistory(ctx, int32(d), int16(m), time.Time{}, time.Time{}, limit); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		}
+		b.ReportMetric(float64(devices*metrics)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+	})
 }
