@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,9 +38,11 @@ type Config struct {
 	HTTPAddr string
 	// APIToken, when set, is required as a bearer token by the HTTP API.
 	APIToken string
-	Ingest   ingest.Config
-	Monitor  models.MonitorConfig
-	Actions  actions.Config
+	// HTTPTLS, when set, serves the HTTP API over TLS (HTTPS).
+	HTTPTLS *tls.Config
+	Ingest  ingest.Config
+	Monitor models.MonitorConfig
+	Actions actions.Config
 	// TickInterval is how often command expiry and recovery windows are
 	// checked.
 	TickInterval time.Duration
@@ -210,6 +213,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			s.shutdownPipeline(context.Background())
 			s.store.Close()
 			return nil, fmt.Errorf("http api: listen %s: %w", cfg.HTTPAddr, err)
+		}
+		if cfg.HTTPTLS != nil {
+			ln = tls.NewListener(ln, cfg.HTTPTLS)
 		}
 		s.httpLn = ln
 		s.http = &http.Server{Handler: api.Handler(s.store, func() any { return s.Status() }, cfg.APIToken, log), ReadHeaderTimeout: 10 * time.Second}

@@ -172,6 +172,12 @@ func Connect(ctx context.Context, addr, name, key string, onPublish func(*paho.P
 	if err != nil {
 		return nil, fmt.Errorf("sim %s: dial %s: %w", name, addr, err)
 	}
+	return ConnectConn(ctx, conn, name, key, onPublish)
+}
+
+// ConnectConn is Connect over a connection the caller opened, a TLS one
+// for instance. It closes conn if the MQTT connection is refused.
+func ConnectConn(ctx context.Context, conn net.Conn, name, key string, onPublish func(*paho.Publish)) (*paho.Client, error) {
 	cfg := paho.ClientConfig{Conn: conn, ClientID: name}
 	if onPublish != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){

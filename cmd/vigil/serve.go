@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"time"
 
 	"github.com/vigil-iot/vigil/gateway/amqp"
 	"github.com/vigil-iot/vigil/server"
@@ -26,6 +27,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	mqttAddr := fs.String("mqtt", def.MQTT.Addr, "MQTT device gateway address")
 	httpAddr := fs.String("http", def.HTTPAddr, "HTTP API address; empty disables the API")
 	token := fs.String("api-token", "", "require this bearer token on the HTTP API (env VIGIL_API_TOKEN)")
+	tlsCert := fs.String("tls-cert", "", "serve MQTT (MQTTS) and the HTTP API (HTTPS) over TLS with this PEM certificate chain; reread when it changes")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	maxRows := fs.Int("batch-rows", def.Ingest.MaxRows, "commit a batch when it holds this many readings")
 	maxDelay := fs.Duration("batch-delay", def.Ingest.MaxDelay, "commit a batch at the latest this long after its first message")
 	scorers := fs.Int("scorers", 0, "goroutines scoring readings, each for its share of the devices (0: one per CPU)")
@@ -49,6 +52,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
 	cfg.Scorers, cfg.Store.Threads = *scorers, *dbThreads
+	if *tlsCert != "" || *tlsKey != "" {
+		certs, err := loadCertFiles(*tlsCert, *tlsKey, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		cfg.MQTT.TLS, cfg.HTTPTLS = certs.config(), certs.config()
+	}
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust
@@ -62,6 +72,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	api := "disabled"
 	if a := srv.HTTPAddr(); a != "" {
 		api = "http://" + a
+		if cfg.HTTPTLS != nil {
+			api = "https://" + a
+		}
 	}
 	broker := "none"
 	if cfg.AMQP != nil {

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +36,9 @@ type Config struct {
 	// default (8192) allocates ~64 KB per connection; 128 halves the memory
 	// of an idle device.
 	WritesPending int32
+	// TLS, when set, makes devices connect over TLS (MQTTS, usually port
+	// 8883); the key they present as password then travels encrypted.
+	TLS *tls.Config
 }
 
 // DefaultConfig returns the gateway settings vigil runs with by default.
@@ -82,6 +86,9 @@ func (g *Gateway) Start() error {
 	ln, err := net.Listen("tcp", g.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("mqtt gateway: listen %s: %w", g.cfg.Addr, err)
+	}
+	if g.cfg.TLS != nil {
+		ln = tls.NewListener(ln, g.cfg.TLS)
 	}
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumSessionExpiryInterval = uint32(g.cfg.SessionExpiry / time.Second)

@@ -1,0 +1,3 @@
+// Package tlstest makes throwaway self-signed TLS certificates for tests
+// of vigil's MQTTS and HTTPS listeners.
+package tlstest
