@@ -112,3 +112,38 @@ func BenchmarkTimestamp(b *testing.B) {
 		}
 	})
 }
+
+// TestSpecialFindsEveryStop: the eight-bytes-at-a-time test never misses a
+// quote, a backslash or a control character in any position, whatever the
+// other bytes (a miss would read past the end of a string).
+func TestSpecialFindsEveryStop(t *testing.T) {
+	naive := func(w uint64) bool {
+		for k := range 8 {
+			if c := byte(w >> (8 * k)); c == '"' || c == '\\' || c < 0x20 {
+				return true
+			}
+		}
+		return false
+	}
+	rng := rand.New(rand.NewPCG(5, 8))
+	check := func(w uint64) {
+		if naive(w) && !special(w) {
+			t.Fatalf("special(%#016x) = false, but a byte needs a stop", w)
+		}
+	}
+	for range 200_000 {
+		w := rng.Uint64()
+		check(w)
+		// Plant each stop byte, and the bytes around the thresholds, at a
+		// random position among printable and UTF-8 bytes.
+		for _, c := range []byte{'"', '\\', 0, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xff} {
+			v := w | 0x4040404040404040
+			k := rng.IntN(8)
+			v = v&^(0xff<<(8*k)) | uint64(c)<<(8*k)
+			check(v)
+		}
+	}
+	if special(0x6162636465666768) { // "abcdefgh" has no stop
+		t.Error("special reported a stop in plain letters")
+	}
+}
