@@ -81,6 +81,7 @@ type Store interface {
 // Stats counts commands by what happened to them. All fields only grow.
 type Stats struct {
 	Sent          int64 `json:"commands_sent"`
+	Delivered     int64 `json:"commands_delivered"`
 	Acknowledged  int64 `json:"commands_acked"`
 	Rejected      int64 `json:"commands_rejected"`
 	Expired       int64 `json:"commands_expired"`
@@ -232,10 +233,21 @@ func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cmd, ok := c.open[id]
+	if !ok && a.Status == gateway.AckDelivered {
+		return nil // the device answered, and the command was closed, before its PUBACK came in
+	}
 	if !ok || cmd.DeviceID != a.Device.ID {
 		return fmt.Errorf("ack %d from %s: %w", id, a.Device.Name, ErrUnknownCommand)
 	}
-	if cmd.State != store.CommandSent {
+	if a.Status == gateway.AckDelivered {
+		if cmd.State != store.CommandSent {
+			return nil // a late or repeated delivery report changes nothing
+		}
+		cmd.State, cmd.Delivered = store.CommandDelivered, a.Received
+		c.stats.Delivered++
+		return c.store.UpdateCommand(ctx, *cmd)
+	}
+	if cmd.State != store.CommandSent && cmd.State != store.CommandDelivered {
 		return fmt.Errorf("ack %d from %s: command is already %s", id, a.Device.Name, cmd.State)
 	}
 	switch a.Status {
@@ -249,6 +261,9 @@ func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
 		return fmt.Errorf("ack %d from %s: status %q is not %q or %q", id, a.Device.Name, a.Status, gateway.AckCompleted, gateway.AckRejected)
 	}
 	cmd.Acked, cmd.Detail = a.Received, a.Detail
+	if cmd.Delivered.IsZero() { // an answer proves delivery
+		cmd.Delivered = a.Received
+	}
 	c.retire(cmd)
 	return c.store.UpdateCommand(ctx, *cmd)
 }
@@ -288,7 +303,7 @@ func (c *Controller) Tick(ctx context.Context) error {
 	var errs []error
 	for _, cmd := range c.open {
 		changed := false
-		if (cmd.State == store.CommandSent || cmd.State == store.CommandQueued) && now.After(cmd.Expires) {
+		if !cmd.State.Final() && now.After(cmd.Expires) {
 			cmd.State, cmd.Detail = store.CommandExpired, "no acknowledgement before "+cmd.Expires.Format(time.RFC3339)
 			c.stats.Expired++
 			changed = true

@@ -175,3 +175,56 @@ func TestResumeAfterRestart(t *testing.T) {
 		t.Fatalf("state %s", st)
 	}
 }
+
+// TestDeliveredBetweenSentAndAnswered: a delivery report moves a sent
+// command to delivered (with its time, persisted and resumed after a
+// restart); the device's answer then closes it; a late or repeated
+// delivery report changes nothing; a delivered command that is never
+// answered expires.
+func TestDeliveredBetweenSentAndAnswered(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	d1 := gateway.Device{ID: 1, Name: "d1"}
+	answered, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature")
+	silent, _ := f.ctrl.OnAnomaly(ctx, f.anomaly(2, f.temp), "d2", "temperature")
+	delivered := f.clock.Add(time.Second)
+	for _, a := range []gateway.Ack{
+		{Device: d1, CommandID: f.send.sent[0].ID, Status: gateway.AckDelivered, Received: delivered},
+		{Device: d1, CommandID: f.send.sent[0].ID, Status: gateway.AckDelivered, Received: delivered.Add(time.Second)}, // a resend's PUBACK
+		{Device: gateway.Device{ID: 2, Name: "d2"}, CommandID: f.send.sent[1].ID, Status: gateway.AckDelivered, Received: delivered},
+	} {
+		if err := f.ctrl.HandleAck(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := f.row(t, answered.ID); st != "delivered" {
+		t.Fatalf("state %s, want delivered", st)
+	}
+	var at time.Time
+	if err := f.st.DB().QueryRow(`SELECT delivered FROM commands WHERE id = ?`, answered.ID).Scan(&at); err != nil || !at.Equal(delivered) {
+		t.Fatalf("delivered at %v (%v), want %v (the first report)", at, err, delivered)
+	}
+	if s := f.ctrl.Stats(); s.Delivered != 2 {
+		t.Fatalf("stats %+v, want 2 delivered", s)
+	}
+	f.ctrl = f.controller(t) // a restart: the delivered commands are resumed
+	if err := f.ctrl.HandleAck(ctx, gateway.Ack{Device: d1, CommandID: f.send.sent[0].ID, Status: gateway.AckCompleted, Received: f.clock}); err != nil {
+		t.Fatalf("answer to a delivered command after a restart: %v", err)
+	}
+	if st, _ := f.row(t, answered.ID); st != "acknowledged" {
+		t.Fatalf("state %s, want acknowledged", st)
+	}
+	if err := f.ctrl.HandleAck(ctx, gateway.Ack{Device: d1, CommandID: f.send.sent[0].ID, Status: gateway.AckDelivered, Received: f.clock}); err != nil {
+		t.Fatalf("a delivery report after the answer: %v", err)
+	}
+	if st, _ := f.row(t, answered.ID); st != "acknowledged" {
+		t.Fatalf("a late delivery report moved an answered command to %s", st)
+	}
+	f.clock = f.clock.Add(11 * time.Second) // past the TTL
+	if err := f.ctrl.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.row(t, silent.ID); st != "expired" {
+		t.Fatalf("unanswered delivered command: %s, want expired", st)
+	}
+}

@@ -6,7 +6,8 @@
 // cap on commands pending per device and a fleet-wide rate limit (real
 // gateways throttle cloud-to-device traffic hard: IoT Hub allows about 100
 // sends a minute per unit and 50 pending per device). Every command is
-// persisted at each step — queued → sent → acknowledged | rejected |
+// persisted at each step — queued → sent → delivered (the device's MQTT
+// session took it; an answer implies it) → acknowledged | rejected |
 // expired, or failed — and, after it is sent, verified: if the metric's
 // anomaly episode ends within the recovery window the device is recorded as
 // recovered, otherwise as not recovered.

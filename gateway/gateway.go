@@ -90,10 +90,13 @@ var ErrDeviceOffline = errors.New("device offline")
 // AckStatus is a device's answer to a command.
 type AckStatus string
 
-// Device answers to a command.
+// Device answers to a command, and AckDelivered, which a gateway reports
+// when the device's session has taken the command (an MQTT PUBACK) but the
+// device has not answered yet.
 const (
 	AckCompleted AckStatus = "completed"
 	AckRejected  AckStatus = "rejected"
+	AckDelivered AckStatus = "delivered"
 )
 
 // Ack is a device's acknowledgement of a command.

@@ -224,6 +224,9 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("%s devices %v, want exactly the faulty %v", name, list, faultyNames)
 		}
 	}
+	if bad := column(t, st, `SELECT id::VARCHAR FROM commands WHERE state = 'acknowledged' AND (delivered IS NULL OR NOT (sent <= delivered AND delivered <= acked))`); len(bad) != 0 {
+		t.Errorf("acknowledged commands %v lack sent ≤ delivered ≤ acked", bad)
+	}
 	for _, d := range fleet.Devices {
 		if s := d.Stats(); d.Faulty() != (s.Commands > 0) || s.Commands != s.Acknowledged {
 			t.Errorf("%s (faulty %v) received %d commands and acknowledged %d", d.Name(), d.Faulty(), s.Commands, s.Acknowledged)

@@ -37,14 +37,16 @@ func (s *Store) AddAnomaly(ctx context.Context, a *Anomaly) error {
 }
 
 // CommandState is where a command is in its lifecycle:
-// queued → sent → acknowledged | rejected | expired, or failed when it could
-// not be sent at all.
+// queued → sent → (delivered →) acknowledged | rejected | expired, or failed
+// when it could not be sent at all. delivered means the device's own
+// session took the command (its MQTT PUBACK); not every path can tell.
 type CommandState string
 
 // Command lifecycle states.
 const (
 	CommandQueued       CommandState = "queued"
 	CommandSent         CommandState = "sent"
+	CommandDelivered    CommandState = "delivered"
 	CommandAcknowledged CommandState = "acknowledged"
 	CommandRejected     CommandState = "rejected"
 	CommandExpired      CommandState = "expired"
@@ -53,7 +55,7 @@ const (
 
 // Final reports whether no further transition can happen.
 func (c CommandState) Final() bool {
-	return c != CommandQueued && c != CommandSent
+	return c != CommandQueued && c != CommandSent && c != CommandDelivered
 }
 
 // Verification is the outcome of checking that a device recovered after a
@@ -78,6 +80,7 @@ type Command struct {
 	State        CommandState
 	Created      time.Time
 	Sent         time.Time // zero until sent
+	Delivered    time.Time // zero until the device's session took it
 	Acked        time.Time // zero until acknowledged or rejected
 	Expires      time.Time
 	Detail       string
@@ -108,9 +111,10 @@ func (s *Store) AddCommand(ctx context.Context, c *Command) error {
 	if c.Verification == "" {
 		c.Verification = VerifyPending
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO commands (id, device_id, metric_id, anomaly_id, name, payload, state, created,
+		sent, acked, expires, detail, verification, verified, delivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.DeviceID, metric, anomaly, c.Name, string(c.Payload), string(c.State), c.Created.UTC(),
-		nullTime(c.Sent), nullTime(c.Acked), c.Expires.UTC(), c.Detail, string(c.Verification), nullTime(c.Verified))
+		nullTime(c.Sent), nullTime(c.Acked), c.Expires.UTC(), c.Detail, string(c.Verification), nullTime(c.Verified), nullTime(c.Delivered))
 	if err != nil {
 		return fmt.Errorf("store command: %w", err)
 	}
@@ -120,8 +124,8 @@ func (s *Store) AddCommand(ctx context.Context, c *Command) error {
 // UpdateCommand persists the mutable fields of c: state, timestamps, detail
 // and verification.
 func (s *Store) UpdateCommand(ctx context.Context, c Command) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE commands SET state = ?, sent = ?, acked = ?, detail = ?, verification = ?, verified = ? WHERE id = ?`,
-		string(c.State), nullTime(c.Sent), nullTime(c.Acked), c.Detail, string(c.Verification), nullTime(c.Verified), c.ID)
+	_, err := s.db.ExecContext(ctx, `UPDATE commands SET state = ?, sent = ?, delivered = ?, acked = ?, detail = ?, verification = ?, verified = ? WHERE id = ?`,
+		string(c.State), nullTime(c.Sent), nullTime(c.Delivered), nullTime(c.Acked), c.Detail, string(c.Verification), nullTime(c.Verified), c.ID)
 	if err != nil {
 		return fmt.Errorf("update command %d: %w", c.ID, err)
 	}
@@ -132,8 +136,8 @@ func (s *Store) UpdateCommand(ctx context.Context, c Command) error {
 // still open, oldest first, so a restarted server can resume tracking them.
 func (s *Store) UnfinishedCommands(ctx context.Context) ([]Command, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, device_id, coalesce(metric_id, -1), coalesce(anomaly_id, 0), name, payload, state, created,
-		sent, acked, expires, detail, verification, verified
-		FROM commands WHERE state IN ('queued', 'sent') OR verification = 'pending' ORDER BY id`)
+		sent, acked, expires, detail, verification, verified, delivered
+		FROM commands WHERE state IN ('queued', 'sent', 'delivered') OR verification = 'pending' ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("unfinished commands: %w", err)
 	}
@@ -142,13 +146,13 @@ func (s *Store) UnfinishedCommands(ctx context.Context) ([]Command, error) {
 	for rows.Next() {
 		var c Command
 		var payload, state, verif string
-		var sent, acked, verified sql.NullTime
+		var sent, acked, verified, delivered sql.NullTime
 		if err := rows.Scan(&c.ID, &c.DeviceID, &c.MetricID, &c.AnomalyID, &c.Name, &payload, &state, &c.Created,
-			&sent, &acked, &c.Expires, &c.Detail, &verif, &verified); err != nil {
+			&sent, &acked, &c.Expires, &c.Detail, &verif, &verified, &delivered); err != nil {
 			return nil, fmt.Errorf("unfinished commands: %w", err)
 		}
 		c.Payload, c.State, c.Verification = json.RawMessage(payload), CommandState(state), Verification(verif)
-		c.Sent, c.Acked, c.Verified = sent.Time, acked.Time, verified.Time
+		c.Sent, c.Acked, c.Verified, c.Delivered = sent.Time, acked.Time, verified.Time, delivered.Time
 		out = append(out, c)
 	}
 	return out, rows.Err()

@@ -48,6 +48,9 @@ var schema = []string{
 		verification VARCHAR   NOT NULL DEFAULT 'pending',
 		verified     TIMESTAMP
 	)`,
+	// Added after the first release: when the device's session took a
+	// command.
+	`ALTER TABLE commands ADD COLUMN IF NOT EXISTS delivered TIMESTAMP`,
 	`CREATE TABLE IF NOT EXISTS dead_letters (
 		received  TIMESTAMP NOT NULL,
 		device_id INTEGER,

@@ -70,6 +70,9 @@ type Gateway struct {
 	// identities maps a connected client id to the device it authenticated
 	// as, so publishes carry the store's integer key.
 	identities sync.Map
+	// inflight maps a command publish waiting for its device's PUBACK
+	// (inflightKey) to the command id.
+	inflight sync.Map
 
 	connected, refusedUnknown, refusedKey, refusedOff, denied, telemetry, ackCount, badAcks atomic.Int64
 }
@@ -192,7 +195,47 @@ func (h *hook) ID() string { return "vigil-gateway" }
 
 // Provides tells mochi which events the hook handles.
 func (h *hook) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish ||
+		b == mochi.OnQosPublish || b == mochi.OnQosComplete
+}
+
+// inflightKey identifies a QoS 1 publish to a client until its PUBACK.
+type inflightKey struct {
+	client string
+	packet uint16
+}
+
+// OnQosPublish notes which command a QoS 1 publish to a device carries, so
+// that its PUBACK can report the command delivered. mochi calls it again
+// with the same packet id when it resends on reconnection.
+func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int) {
+	rest, ok := strings.CutPrefix(pk.TopicName, deviceboundPrefix(cl.ID))
+	if !ok {
+		return
+	}
+	if bag, err := url.ParseQuery(rest); err == nil && bag.Get("$.mid") != "" {
+		h.g.inflight.Store(inflightKey{cl.ID, pk.PacketID}, bag.Get("$.mid"))
+	}
+}
+
+// OnQosComplete reports a command delivered when its device's PUBACK
+// arrives.
+func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type != packets.Puback {
+		return
+	}
+	id, ok := h.g.inflight.LoadAndDelete(inflightKey{cl.ID, pk.PacketID})
+	if !ok {
+		return
+	}
+	v, ok := h.g.identities.Load(cl.ID)
+	if !ok {
+		return
+	}
+	a := gateway.Ack{Device: v.(gateway.Device), CommandID: id.(string), Status: gateway.AckDelivered, Received: time.Now().UTC()}
+	if err := h.g.acks.HandleAck(context.Background(), a); err != nil {
+		h.g.log.Warn("command delivery not recorded", "device", cl.ID, "command", a.CommandID, "err", err)
+	}
 }
 
 // OnConnectAuthenticate admits a device whose client id is registered,

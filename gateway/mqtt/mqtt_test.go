@@ -183,6 +183,11 @@ func TestCommandRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(p.Payload, &body); err != nil || body.ID != "42" || body.Name != "reduce_load" || body.Payload["percent"] != 30 {
 		t.Fatalf("command body %s (%v)", p.Payload, err)
 	}
+	// The client's PUBACK of the command reports it delivered, before the
+	// device has answered.
+	if a := <-acks; a.CommandID != "42" || a.Status != gateway.AckDelivered || a.Device.Name != "dev-2" {
+		t.Fatalf("delivery report %+v", a)
+	}
 	if _, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.AckTopic("dev-2", "42", "completed"), Payload: []byte(`{"detail":"done"}`)}); err != nil {
 		t.Fatal(err)
 	}
