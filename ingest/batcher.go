@@ -422,3 +422,11 @@ func (b *Batcher) flush(p *pending) {
 	clear(p.settle)
 	p.settle = p.settle[:0]
 }
+
+// Validate says why body is not telemetry, or returns nil: the reason a
+// Submit of it is kept as a dead letter. Gateways that can answer a device
+// with that reason (HTTP) use it.
+func (b *Batcher) Validate(body []byte) error {
+	_, err := Decode(body, time.Now())
+	return err
+}

@@ -36,3 +36,14 @@ func startWithDevice(t *testing.T, name, key string) (*Server, *paho.Client) {
 	t.Cleanup(func() { dev.Disconnect(&paho.Disconnect{}) })
 	return srv, dev
 }
+
+// startServer starts a server with cfg and closes it when the test ends.
+func startServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	srv, err := Start(context.Background(), cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	return srv
+}

@@ -22,11 +22,7 @@ func TestShardsScoreEveryDevice(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ModelPoll = 50 * time.Millisecond
 	cfg.Scorers = 3
-	srv, err := Start(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(ctx) })
+	srv := startServer(t, cfg)
 	if len(srv.shards) != 3 {
 		t.Fatalf("%d shards, want 3", len(srv.shards))
 	}
@@ -123,11 +119,7 @@ func TestNewDefaultStartsWarm(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ModelPoll = 50 * time.Millisecond
 	cfg.Scorers = 2
-	srv, err := Start(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(ctx) })
+	srv := startServer(t, cfg)
 	names := []string{"warm-a", "warm-b"}
 	clients := make([]*paho.Client, len(names))
 	shards := map[int]bool{}

@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/gateway/amqp"
+	"github.com/vigil-iot/vigil/gateway/httpdev"
 	"github.com/vigil-iot/vigil/gateway/mqtt"
 	"github.com/vigil-iot/vigil/ingest"
 	"github.com/vigil-iot/vigil/models"
@@ -38,11 +39,15 @@ type Config struct {
 	HTTPAddr string
 	// APIToken, when set, is required as a bearer token by the HTTP API.
 	APIToken string
-	// HTTPTLS, when set, serves the HTTP API over TLS (HTTPS).
+	// HTTPTLS, when set, serves the HTTP API (and the HTTP device
+	// gateway) over TLS (HTTPS).
 	HTTPTLS *tls.Config
-	Ingest  ingest.Config
-	Monitor models.MonitorConfig
-	Actions actions.Config
+	// HTTPDevices tunes the HTTP device gateway served beside the API
+	// under /devices/.
+	HTTPDevices httpdev.Config
+	Ingest      ingest.Config
+	Monitor     models.MonitorConfig
+	Actions     actions.Config
 	// TickInterval is how often command expiry and recovery windows are
 	// checked.
 	TickInterval time.Duration
@@ -72,7 +77,7 @@ func (c Config) scorers() int {
 func DefaultConfig(dir string) Config {
 	return Config{
 		DataDir: dir, MQTT: mqtt.DefaultConfig(), HTTPAddr: "127.0.0.1:8080",
-		Ingest: ingest.DefaultConfig(), Monitor: models.DefaultMonitorConfig(), Actions: actions.DefaultConfig(),
+		Ingest: ingest.DefaultConfig(), Monitor: models.DefaultMonitorConfig(), Actions: actions.DefaultConfig(), HTTPDevices: httpdev.DefaultConfig(),
 		TickInterval: time.Second, ModelPoll: 2 * time.Second, WarmReadings: 2000,
 	}
 }
@@ -98,7 +103,8 @@ type Server struct {
 	log     *slog.Logger
 	store   *store.Store
 	gw      *mqtt.Gateway
-	amqp    *amqp.Gateway // nil without a broker link
+	amqp    *amqp.Gateway    // nil without a broker link
+	httpdev *httpdev.Gateway // nil without an HTTP address
 	batcher *ingest.Batcher
 	ctrl    *actions.Controller
 	http    *http.Server
@@ -181,6 +187,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	acks := gateway.AckHandlerFunc(func(ctx context.Context, a gateway.Ack) error { return s.ctrl.HandleAck(ctx, a) })
 	s.gw = mqtt.New(cfg.MQTT, registry{s.store}, s.batcher, acks, log)
 	senders := gateway.Senders{s.gw}
+	if cfg.HTTPAddr != "" {
+		if s.httpdev, err = httpdev.New(cfg.HTTPDevices, registry{s.store}, s.batcher, acks, log); err != nil {
+			s.shutdownPipeline(context.Background())
+			s.store.Close()
+			return nil, err
+		}
+		senders = append(senders, s.httpdev)
+	}
 	if cfg.AMQP != nil {
 		s.amqp = amqp.New(*cfg.AMQP, registry{s.store}, s.batcher, acks, log)
 		senders = append(senders, s.amqp)
@@ -218,7 +232,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			ln = tls.NewListener(ln, cfg.HTTPTLS)
 		}
 		s.httpLn = ln
-		s.http = &http.Server{Handler: api.Handler(s.store, func() any { return s.Status() }, cfg.APIToken, log), ReadHeaderTimeout: 10 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/devices/", s.httpdev.Handler())
+		mux.Handle("/", api.Handler(s.store, func() any { return s.Status() }, cfg.APIToken, log))
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http api stopped", "err", err)
@@ -317,19 +334,28 @@ type Status struct {
 	ModelsWaiting int64 `json:"model_versions_waiting"`
 	// AMQP is the broker link's state; absent without one.
 	AMQP *AMQPStatus `json:"amqp,omitempty"`
+	// HTTPDevices counts the HTTP device gateway's work; absent without the
+	// HTTP server.
+	HTTPDevices *httpdev.Stats `json:"http_devices,omitempty"`
 	actions.Stats
 }
 
 // Status returns the counters of this run.
 func (s *Server) Status() Status {
 	is, gs := s.batcher.Stats(), s.gw.Stats()
-	return Status{
+	st := Status{
 		Uptime: time.Since(s.started).Round(time.Second).String(), Devices: len(s.store.Devices()),
 		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters,
 		Batches: is.Batches, CommitErrors: is.CommitErrors, RefusedDevices: gs.RefusedUnknown + gs.RefusedKey + gs.RefusedOff,
 		Denied: gs.Denied, Anomalies: s.anomalies.Load(), ModelsApplied: s.modelsOn.Load(), ModelsWaiting: s.modelsWait.Load(), Stats: s.ctrl.Stats(),
 		AMQP: s.amqpStatus(),
 	}
+	if s.httpdev != nil {
+		hs := s.httpdev.Stats()
+		st.HTTPDevices = &hs
+		st.RefusedDevices += hs.Refused
+	}
+	return st
 }
 
 // AMQPStatus is the state of the broker link.

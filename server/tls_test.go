@@ -23,11 +23,7 @@ func TestTLS(t *testing.T) {
 	cert := tlstest.SelfSigned(t, "vigil-test")
 	cfg := testConfig(t)
 	cfg.MQTT.TLS, cfg.HTTPTLS = cert.ServerConfig(t), cert.ServerConfig(t)
-	srv, err := Start(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(ctx) })
+	srv := startServer(t, cfg)
 	if _, err := srv.Store().AddDevice(ctx, "tls-1", "tls-key-0001"); err != nil {
 		t.Fatal(err)
 	}

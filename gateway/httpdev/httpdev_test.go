@@ -1,0 +1,232 @@
+package httpdev
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-iot/vigil/gateway"
+)
+
+// devices authenticates d1 (key k1), d2 (key k2) and refuses a disabled d3.
+type devices struct{}
+
+func (devices) AuthenticateDevice(name, key string) (gateway.Device, error) {
+	switch {
+	case name == "d3":
+		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrDeviceDisabled, name)
+	case (name == "d1" && key == "k1") || (name == "d2" && key == "k2"):
+		return gateway.Device{ID: int32(name[1] - '0'), Name: name}, nil
+	case name == "d1" || name == "d2":
+		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrWrongKey, name)
+	}
+	return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrUnknownDevice, name)
+}
+
+// sink settles each message with fail (nil: stored) and calls any body
+// that does not start with '{' invalid.
+type sink struct {
+	mu   sync.Mutex
+	got  []gateway.Message
+	fail error
+}
+
+func (s *sink) Submit(_ context.Context, m gateway.Message) error {
+	s.mu.Lock()
+	s.got = append(s.got, m)
+	fail := s.fail
+	s.mu.Unlock()
+	m.Settle(fail)
+	return nil
+}
+
+func (s *sink) Validate(body []byte) error {
+	if !strings.HasPrefix(string(body), "{") {
+		return errors.New("not a JSON object")
+	}
+	return nil
+}
+
+type acks chan gateway.Ack
+
+func (a acks) HandleAck(_ context.Context, x gateway.Ack) error {
+	a <- x
+	if x.CommandID == "unknown" {
+		return errors.New("no such command")
+	}
+	return nil
+}
+
+type fixture struct {
+	g    *Gateway
+	srv  *httptest.Server
+	sink *sink
+	acks acks
+	mu   sync.Mutex
+	now  time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{sink: &sink{}, acks: make(acks, 16), now: time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)}
+	cfg := DefaultConfig()
+	cfg.MaxBody = 1024
+	g, err := New(cfg, devices{}, f.sink, f.acks, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.now = func() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+	f.g, f.srv = g, httptest.NewServer(g.Handler())
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) advance(d time.Duration) { f.mu.Lock(); f.now = f.now.Add(d); f.mu.Unlock() }
+
+// do sends a request as user/key (none when user is empty) and returns the
+// status and body.
+func (f *fixture) do(t *testing.T, method, path, user, key, body string, header ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestTelemetry(t *testing.T) {
+	f := newFixture(t)
+	const path = "/devices/d1/messages/events"
+	if code, body := f.do(t, "POST", path, "d1", "k1", `{"temperature": 71.5}`, "Message-Id", "m-1"); code != http.StatusNoContent {
+		t.Fatalf("stored telemetry: %d %s", code, body)
+	}
+	if len(f.sink.got) != 1 || f.sink.got[0].ID != "m-1" || f.sink.got[0].Device.ID != 1 || string(f.sink.got[0].Body) != `{"temperature": 71.5}` {
+		t.Fatalf("sink got %+v", f.sink.got)
+	}
+	if code, body := f.do(t, "POST", path, "d1", "k1", `[1, 2]`); code != http.StatusBadRequest || !strings.Contains(body, "not a JSON object") || !strings.Contains(body, "dead letter") {
+		t.Fatalf("invalid telemetry: %d %s", code, body)
+	}
+	if code, body := f.do(t, "POST", path, "d1", "k1", `{"a": 1}`+strings.Repeat(" ", 2000)); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "1024 bytes") {
+		t.Fatalf("oversized body: %d %s", code, body)
+	}
+	f.sink.fail = errors.New("disk full")
+	if code, body := f.do(t, "POST", path, "d1", "k1", `{"a": 1}`); code != http.StatusServiceUnavailable || !strings.Contains(body, "send it again") {
+		t.Fatalf("failed commit: %d %s", code, body)
+	}
+	f.sink.fail = nil
+	for _, c := range []struct {
+		user, key, path string
+		code            int
+		says            string
+	}{
+		{"", "", path, http.StatusUnauthorized, "HTTP Basic"},
+		{"d1", "wrong", path, http.StatusUnauthorized, "wrong device key"},
+		{"d9", "k9", "/devices/d9/messages/events", http.StatusUnauthorized, "unknown device"},
+		{"d3", "k3", "/devices/d3/messages/events", http.StatusForbidden, "disabled"},
+		{"d2", "k2", path, http.StatusForbidden, "cannot act for device"},
+	} {
+		if code, body := f.do(t, "POST", c.path, c.user, c.key, `{"a": 1}`); code != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("%s/%s on %s: %d %s, want %d saying %q", c.user, c.key, c.path, code, body, c.code, c.says)
+		}
+	}
+	if s := f.g.Stats(); s.Telemetry != 1 || s.Invalid != 1 || s.Refused != 5 || len(f.sink.got) != 3 {
+		t.Fatalf("stats %+v, %d messages reached the sink", s, len(f.sink.got))
+	}
+}
+
+func TestCommands(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const poll = "/devices/d1/messages/deviceBound"
+	cmd := func(id string) gateway.Command {
+		return gateway.Command{ID: id, Device: "d1", Name: "reduce_load", Payload: json.RawMessage(`{"percent": 30}`), Expires: f.now.Add(time.Minute)}
+	}
+	if err := f.g.Send(ctx, cmd("1")); !errors.Is(err, gateway.ErrDeviceOffline) {
+		t.Fatalf("send to a device that never polled: %v", err)
+	}
+	if code, _ := f.do(t, "GET", poll+"?wait=0", "d1", "k1", ""); code != http.StatusNoContent {
+		t.Fatalf("empty poll: %d", code)
+	}
+	for _, id := range []string{"1", "2"} {
+		if err := f.g.Send(ctx, cmd(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take := func(want string) {
+		t.Helper()
+		code, body := f.do(t, "GET", poll+"?wait=0", "d1", "k1", "")
+		var doc struct{ ID, Name string }
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &doc) != nil || doc.ID != want || doc.Name != "reduce_load" {
+			t.Fatalf("poll: %d %s, want command %s", code, body, want)
+		}
+		if a := <-f.acks; a.CommandID != want || a.Status != gateway.AckDelivered || a.Device.Name != "d1" {
+			t.Fatalf("delivery report %+v", a)
+		}
+	}
+	take("1")
+	take("2") // 1 is locked while the device works on it: the next one comes
+	if code, _ := f.do(t, "GET", poll+"?wait=0", "d1", "k1", ""); code != http.StatusNoContent {
+		t.Fatalf("poll with every command locked: %d", code)
+	}
+	if code, body := f.do(t, "DELETE", poll+"/2?reject&detail=busy", "d1", "k1", ""); code != http.StatusNoContent {
+		t.Fatalf("reject: %d %s", code, body)
+	}
+	if a := <-f.acks; a.CommandID != "2" || a.Status != gateway.AckRejected || a.Detail != "busy" {
+		t.Fatalf("rejection %+v", a)
+	}
+	f.advance(31 * time.Second) // command 1's lock ran out unanswered: it comes again
+	take("1")
+	if code, _ := f.do(t, "DELETE", poll+"/1", "d1", "k1", ""); code != http.StatusNoContent {
+		t.Fatalf("complete: %d", code)
+	}
+	if a := <-f.acks; a.CommandID != "1" || a.Status != gateway.AckCompleted {
+		t.Fatalf("completion %+v", a)
+	}
+	if code, body := f.do(t, "DELETE", poll+"/unknown", "d1", "k1", ""); code != http.StatusConflict || !strings.Contains(body, "no such command") {
+		t.Fatalf("answer to an unknown command: %d %s", code, body)
+	}
+	<-f.acks
+
+	// A waiting poll gets a command sent while it waits; an expired command
+	// is never handed out.
+	if err := f.g.Send(ctx, gateway.Command{ID: "old", Device: "d1", Name: "x", Expires: f.now.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Second)
+	got := make(chan string, 1)
+	go func() {
+		_, body := f.do(t, "GET", poll+"?wait=30", "d1", "k1", "")
+		got <- body
+	}()
+	if err := f.g.Send(ctx, cmd("3")); err != nil {
+		t.Fatal(err)
+	}
+	if body := <-got; !strings.Contains(body, `"id":"3"`) {
+		t.Fatalf("long poll answered %s, want command 3", body)
+	}
+	f.advance(2 * time.Minute) // no poll for longer than OnlineFor
+	if err := f.g.Send(ctx, cmd("4")); !errors.Is(err, gateway.ErrDeviceOffline) {
+		t.Fatalf("send to a device that stopped polling: %v", err)
+	}
+}
