@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-iot/vigil/sim"
 )
 
 // TestHTTPDeviceLoop: a device that speaks only HTTP posts its readings,
@@ -104,5 +106,51 @@ func TestHTTPDeviceLoop(t *testing.T) {
 	}
 	if s := srv.Status().HTTPDevices; s == nil || s.Invalid != 1 || s.Answers != 1 {
 		t.Fatalf("http device stats %+v", s)
+	}
+}
+
+// TestHTTPFleet: simulated HTTP-only devices (sim.HTTPFleet, what
+// `vigil sim --http` runs) drive the whole loop: every faulty device is
+// commanded through its poll, answers and recovers; the healthy ones get no
+// command; every reading the gateway answered 204 is stored.
+func TestHTTPFleet(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t, testConfig(t))
+	st := srv.Store()
+	fc := sim.DefaultFleetConfig()
+	fc.N, fc.Faulty, fc.Prefix = 4, 2, "hsim-"
+	fc.Interval, fc.FaultAfter, fc.RampPerSecond = 100*time.Millisecond, 4*time.Second, 3
+	fleet, err := sim.NewHTTPFleet(fc, "http://"+srv.HTTPAddr(), nil, func(name string) string {
+		key := sim.NewKey()
+		if _, err := st.AddDevice(ctx, name, key); err != nil {
+			t.Fatal(err)
+		}
+		return key
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- fleet.Run(runCtx) }()
+	waitFor(t, "every faulty HTTP device to be commanded and recover", 60*time.Second, func() any { return srv.Status() }, func() bool {
+		return srv.Status().Recovered >= int64(fc.Faulty)
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range fleet.Devices {
+		s := d.Stats()
+		var stored int64
+		if err := st.DB().QueryRow(`SELECT count(*) FROM readings WHERE device = ?`, d.Name()).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if stored != s.Readings {
+			t.Errorf("%s: %d readings stored, %d answered 204", d.Name(), stored, s.Readings)
+		}
+		if d.Faulty() != (s.Commands > 0) || s.Commands != s.Acknowledged {
+			t.Errorf("%s (faulty %v): %d commands, %d answered", d.Name(), d.Faulty(), s.Commands, s.Acknowledged)
+		}
 	}
 }

@@ -27,9 +27,13 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	link := sim.DefaultAMQPLink()
 	amqpURL := fs.String("amqp", "", "run the devices as AMQP clients of this broker (amqp://HOST:PORT) instead of MQTT; each logs in as its device id with --key as password")
 	amqpVHost := fs.String("amqp-vhost", "", "the broker's virtual host")
+	httpDevices := fs.Bool("http", false, "run the devices as HTTP clients of vigil's device gateway at --server (post readings, poll commands) instead of MQTT")
 	amqpCommands := fs.String("amqp-commands", sim.DefaultAMQPLink().Commands, "address each device receives commands from; {id} is its id (/amq/queue/commands.{id} when serve sends to /queue/commands.{id})")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *amqpURL != "" && *httpDevices {
+		return errors.New("--amqp and --http pick the devices' protocol: give one of them")
 	}
 	if *amqpURL != "" && *key == "" {
 		return errors.New("--amqp needs --key: the devices' broker password (create the broker users first)")
@@ -38,6 +42,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fc.Addr, fc.N, fc.Faulty, fc.Prefix, fc.Interval, fc.FaultAfter = *addr, *n, *faulty, *prefix, *interval, *faultAfter
 	c := &api.Client{BaseURL: *url, Token: *token}
 	var regErr error
+	keys := map[string]string{}
 	fleet, err := sim.NewFleet(fc, func(name string) string {
 		if *key != "" {
 			return *key
@@ -48,6 +53,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			err = fmt.Errorf("%s is already registered and its key is unknown here: pass --key, or pick another --prefix", name)
 		}
 		regErr = errors.Join(regErr, err)
+		keys[name] = d.Key
 		return d.Key
 	})
 	if err != nil {
@@ -61,6 +67,19 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Totals() sim.Stats
 	}
 	var run runner = fleet
+	if *httpDevices {
+		hf, err := sim.NewHTTPFleet(fc, *url, nil, func(name string) string {
+			if *key != "" {
+				return *key
+			}
+			return keys[name]
+		})
+		if err != nil {
+			return err
+		}
+		run = hf
+		fc.Addr = *url
+	}
 	if *amqpURL != "" {
 		link.URL, link.VHost, link.Commands = *amqpURL, *amqpVHost, *amqpCommands
 		// Registered with vigil so it accepts their telemetry; the broker
