@@ -83,13 +83,7 @@ func TestEndToEnd(t *testing.T) {
 	fc := sim.DefaultFleetConfig()
 	fc.Addr, fc.N, fc.Faulty = srv.MQTTAddr(), 6, 2
 	fc.Interval, fc.FaultAfter, fc.RampPerSecond = 100*time.Millisecond, 4*time.Second, 3
-	fleet, err := sim.NewFleet(fc, func(name string) string {
-		key := sim.NewKey()
-		if _, err := st.AddDevice(ctx, name, key); err != nil {
-			t.Fatal(err)
-		}
-		return key
-	})
+	fleet, err := sim.NewFleet(fc, register(t, st))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigil-iot/vigil/sim"
+	"github.com/vigil-iot/vigil/store"
 )
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
@@ -46,4 +47,16 @@ func startServer(t *testing.T, cfg Config) *Server {
 	}
 	t.Cleanup(func() { srv.Close(context.Background()) })
 	return srv
+}
+
+// register returns a sim key function that registers each device in st
+// with a fresh key.
+func register(t *testing.T, st *store.Store) func(name string) string {
+	return func(name string) string {
+		key := sim.NewKey()
+		if _, err := st.AddDevice(context.Background(), name, key); err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
 }

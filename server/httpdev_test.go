@@ -120,13 +120,7 @@ func TestHTTPFleet(t *testing.T) {
 	fc := sim.DefaultFleetConfig()
 	fc.N, fc.Faulty, fc.Prefix = 4, 2, "hsim-"
 	fc.Interval, fc.FaultAfter, fc.RampPerSecond = 100*time.Millisecond, 4*time.Second, 3
-	fleet, err := sim.NewHTTPFleet(fc, "http://"+srv.HTTPAddr(), nil, func(name string) string {
-		key := sim.NewKey()
-		if _, err := st.AddDevice(ctx, name, key); err != nil {
-			t.Fatal(err)
-		}
-		return key
-	})
+	fleet, err := sim.NewHTTPFleet(fc, "http://"+srv.HTTPAddr(), nil, register(t, st))
 	if err != nil {
 		t.Fatal(err)
 	}
