@@ -2,6 +2,7 @@ package models
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"time"
 
@@ -27,6 +28,14 @@ type CUSUMConfig struct {
 	H float64 `json:"h"`
 	// MinStd floors the robust standard deviation.
 	MinStd float64 `json:"min_std"`
+	// Reference picks how the level and scale are estimated: "window" (the
+	// default) takes the median and MAD of the last Window readings;
+	// "ewma" keeps O(1) state instead of a window: the level is an EWMA
+	// with the same centre of mass ((Window-1)/2 readings) and the scale
+	// comes from successive differences (von Neumann's mean square
+	// successive difference, Ann. Math. Statist. 12(4), 1941), which a
+	// slow drift does not inflate.
+	Reference string `json:"reference,omitempty"`
 }
 
 // DefaultCUSUMConfig returns the parameters used when none are given: k = 1,
@@ -55,6 +64,8 @@ func (c CUSUMConfig) Validate() error {
 		return errors.New("cusum: h must be positive")
 	case !(c.MinStd > 0):
 		return errors.New("cusum: min_std must be positive")
+	case c.Reference != "" && c.Reference != "window" && c.Reference != "ewma":
+		return fmt.Errorf("cusum: reference %q: want \"window\" or \"ewma\"", c.Reference)
 	}
 	return nil
 }
@@ -76,8 +87,13 @@ func (c CUSUMConfig) Validate() error {
 // signed by the direction of the shift.
 type CUSUM struct {
 	cfg       CUSUMConfig
-	win       features.Window
+	win       features.Window // the "window" reference
 	high, low float64
+
+	// The "ewma" reference: level, mean squared successive difference,
+	// previous reading and readings seen.
+	level, msd, prev float64
+	n                int
 }
 
 var _ Detector = (*CUSUM)(nil)
@@ -86,6 +102,9 @@ var _ Detector = (*CUSUM)(nil)
 func NewCUSUM(cfg CUSUMConfig) (*CUSUM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Reference == "ewma" {
+		return &CUSUM{cfg: cfg}, nil
 	}
 	return &CUSUM{cfg: cfg, win: features.NewWindow(cfg.Window)}, nil
 }
@@ -97,20 +116,41 @@ func (d *CUSUM) Update(_ time.Time, x float64) Score {
 	if !finite(x) {
 		return s
 	}
-	if d.win.Len() >= d.cfg.WarmUp {
-		med, sd := robustCenter(&d.win, d.cfg.MinStd)
-		u := (x - med) / sd
+	ewma := d.cfg.Reference == "ewma"
+	var ready bool
+	var level, sd float64
+	if ewma {
+		ready = d.n >= d.cfg.WarmUp
+		level, sd = d.level, math.Max(math.Sqrt(d.msd/2), d.cfg.MinStd)
+	} else if ready = d.win.Len() >= d.cfg.WarmUp; ready {
+		level, sd = robustCenter(&d.win, d.cfg.MinStd)
+	}
+	if ready {
+		u := (x - level) / sd
 		d.high = math.Max(0, d.high+u-d.cfg.K)
 		d.low = math.Max(0, d.low-u-d.cfg.K)
 		st := d.high
 		if d.low > d.high {
 			st = -d.low
 		}
-		s.Value, s.Expected, s.Deviation = squash(st/d.cfg.H), med, st
+		s.Value, s.Expected, s.Deviation = squash(st/d.cfg.H), level, st
 		if math.Abs(st) >= d.cfg.H {
 			d.high, d.low = 0, 0
 		}
 	}
-	d.win.Push(x)
+	if !ewma {
+		d.win.Push(x)
+		return s
+	}
+	// Warm start: plain averages until the EWMA's weight is the smaller.
+	d.n++
+	a := math.Max(2/float64(d.cfg.Window+1), 1/float64(d.n))
+	d.level += a * (x - d.level)
+	if d.n > 1 {
+		diff := x - d.prev
+		b := math.Max(2/float64(d.cfg.Window+1), 1/float64(d.n-1))
+		d.msd += b * (diff*diff - d.msd)
+	}
+	d.prev = x
 	return s
 }

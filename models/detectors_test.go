@@ -258,3 +258,37 @@ func TestMahalanobis(t *testing.T) {
 		}
 	}
 }
+
+// TestCUSUMReferences: both references flag a sustained two-sigma shift
+// within 40 readings and stay quiet on the same noise without it; an
+// unknown reference is refused.
+func TestCUSUMReferences(t *testing.T) {
+	for _, ref := range []string{"window", "ewma"} {
+		mk := func() Detector {
+			return mustNew(t, Spec{Kind: KindCUSUM, Params: json.RawMessage(`{"reference":"` + ref + `"}`)})
+		}
+		quiet, shifted := mk(), mk()
+		rng := rand.New(rand.NewPCG(9, 9))
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		first := -1
+		for i := range 1040 {
+			x := 10 + rng.NormFloat64()
+			ts := t0.Add(time.Duration(i) * time.Minute)
+			if s := quiet.Update(ts, x); s.Value >= 0.5 {
+				t.Fatalf("%s: reading %d of plain noise scored %.2f", ref, i, s.Value)
+			}
+			if i >= 1000 {
+				x += 2
+			}
+			if s := shifted.Update(ts, x); s.Value >= 0.5 && first < 0 {
+				first = i
+			}
+		}
+		if first < 1000 || first >= 1040 {
+			t.Errorf("%s: a two-sigma shift at reading 1000 first flagged at %d", ref, first)
+		}
+	}
+	if _, err := New(Spec{Kind: KindCUSUM, Params: json.RawMessage(`{"reference":"median"}`)}); err == nil || !strings.Contains(err.Error(), "window") {
+		t.Errorf("unknown reference: %v", err)
+	}
+}
