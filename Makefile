@@ -6,7 +6,7 @@ TAGS    := -tags duckdb_arrow
 PKGS    := ./...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build demo test test-race test-short bench lint fmt clean
+.PHONY: build demo test test-race race test-short bench lint fmt clean
 
 build:
 	$(GO) build $(TAGS) -o bin/vigil ./cmd/vigil
@@ -21,6 +21,15 @@ test:
 # The race detector over every package (slower; not part of CI's run).
 test-race:
 	$(GO) test $(TAGS) -race -count=1 -timeout 20m $(PKGS)
+
+# The race detector where goroutines share state — ingest, the gateways,
+# the controller, the scoring shards, the HTTP devices — and the server
+# tests that drive them; CI runs it after the tests. (The crash and
+# broker-loop tests are left to test-race: under the race detector their
+# timings stretch past what they wait for.)
+race:
+	$(GO) test $(TAGS) -race -count=1 -timeout 15m ./ingest ./actions ./gateway/... ./store
+	$(GO) test $(TAGS) -race -count=1 -timeout 15m -run 'TestEndToEnd|TestShards|TestNewDefault|TestHTTP|TestTLS|TestModel|TestMultivariate|TestCloseCommitsInFlight' ./server
 
 test-short:
 	$(GO) test $(TAGS) -short -count=1 $(PKGS)
