@@ -191,6 +191,9 @@ func (c *Controller) OnAnomaly(ctx context.Context, a store.Anomaly, device, met
 	}
 	c.last[a.DeviceID] = now
 	c.inWindow++
+	// Sent is when the command was handed to the gateway: its delivery
+	// report can come back before Send returns.
+	sentAt := c.now().UTC()
 	err := c.send.Send(ctx, gateway.Command{
 		ID: strconv.FormatInt(cmd.ID, 10), Device: device, Name: cmd.Name, Payload: cmd.Payload, Expires: cmd.Expires,
 	})
@@ -200,7 +203,7 @@ func (c *Controller) OnAnomaly(ctx context.Context, a store.Anomaly, device, met
 		c.stats.Failed++
 		c.log.Warn("command not sent", "device", device, "command", cmd.Name, "err", err)
 	} else {
-		cmd.State, cmd.Sent = store.CommandSent, c.now().UTC()
+		cmd.State, cmd.Sent = store.CommandSent, sentAt
 		c.stats.Sent++
 		c.open[cmd.ID] = cmd
 	}
