@@ -20,6 +20,7 @@ import (
 func TestHTTPDeviceLoop(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t)
+	cfg.HTTPDevices.Rate, cfg.HTTPDevices.Burst = 1000, 1000 // it posts as fast as it can
 	srv := startServer(t, cfg)
 	if _, err := srv.Store().AddDevice(ctx, "pump-7", "pump-key-007"); err != nil {
 		t.Fatal(err)

@@ -16,5 +16,6 @@
 // password = its key (use TLS). A command is offered to a device only while
 // it polls (within OnlineFor of its last poll); a command handed out and not
 // answered within LockFor is handed out again, so delivery is at least
-// once, in order.
+// once, in order. Each device's requests are rate limited (a token bucket,
+// Rate a second, Burst at once; 429 with Retry-After beyond).
 package httpdev

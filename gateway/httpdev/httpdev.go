@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -31,18 +32,23 @@ type Config struct {
 	LockFor time.Duration
 	// MaxPending bounds the commands waiting for one device.
 	MaxPending int
+	// Rate and Burst bound one device's requests: on average Rate a second,
+	// Burst at once; beyond that it is answered 429 with Retry-After. A
+	// device that misbehaves cannot crowd out the others.
+	Rate  float64
+	Burst int
 }
 
 // DefaultConfig returns the settings vigil runs with by default.
 func DefaultConfig() Config {
 	return Config{MaxBody: 1 << 20, PollWait: 20 * time.Second, MaxPollWait: time.Minute,
-		OnlineFor: time.Minute, LockFor: 30 * time.Second, MaxPending: 50}
+		OnlineFor: time.Minute, LockFor: 30 * time.Second, MaxPending: 50, Rate: 20, Burst: 40}
 }
 
 // Validate checks the settings.
 func (c Config) Validate() error {
-	if c.MaxBody < 1 || c.PollWait < 0 || c.MaxPollWait < c.PollWait || c.OnlineFor <= 0 || c.LockFor <= 0 || c.MaxPending < 1 {
-		return fmt.Errorf("httpdev: max body, online-for, lock-for and max pending must be positive and max poll wait at least poll wait (got %+v)", c)
+	if c.MaxBody < 1 || c.PollWait < 0 || c.MaxPollWait < c.PollWait || c.OnlineFor <= 0 || c.LockFor <= 0 || c.MaxPending < 1 || !(c.Rate > 0) || c.Burst < 1 {
+		return fmt.Errorf("httpdev: max body, online-for, lock-for, max pending, rate and burst must be positive and max poll wait at least poll wait (got %+v)", c)
 	}
 	return nil
 }
@@ -59,6 +65,7 @@ type Stats struct {
 	Telemetry  int64 `json:"telemetry"`        // messages stored
 	Invalid    int64 `json:"invalid"`          // bodies kept as dead letters and answered 400
 	Refused    int64 `json:"refused"`          // requests with unknown devices, wrong keys or disabled devices
+	Limited    int64 `json:"rate_limited"`     // requests over a device's rate, answered 429
 	Polls      int64 `json:"polls"`            // command polls
 	Delivered  int64 `json:"commands_handed"`  // commands handed to devices (again after LockFor)
 	Answers    int64 `json:"commands_answers"` // completions and rejections passed on
@@ -75,10 +82,11 @@ type Gateway struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu    sync.Mutex
-	boxes map[string]*mailbox // by device name
+	mu      sync.Mutex
+	boxes   map[string]*mailbox // by device name
+	buckets map[string]*bucket  // by device name
 
-	telemetry, invalid, refused, polls, delivered, answers, badAnswers atomic.Int64
+	telemetry, invalid, refused, limited, polls, delivered, answers, badAnswers atomic.Int64
 }
 
 // mailbox holds the commands waiting for one device.
@@ -103,12 +111,12 @@ func New(cfg Config, auth gateway.Authenticator, sink gateway.Sink, acks gateway
 		return nil, err
 	}
 	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log.With("component", "http-devices"),
-		now: time.Now, boxes: map[string]*mailbox{}}, nil
+		now: time.Now, boxes: map[string]*mailbox{}, buckets: map[string]*bucket{}}, nil
 }
 
 // Stats returns the counters.
 func (g *Gateway) Stats() Stats {
-	return Stats{Telemetry: g.telemetry.Load(), Invalid: g.invalid.Load(), Refused: g.refused.Load(), Polls: g.polls.Load(),
+	return Stats{Telemetry: g.telemetry.Load(), Invalid: g.invalid.Load(), Refused: g.refused.Load(), Limited: g.limited.Load(), Polls: g.polls.Load(),
 		Delivered: g.delivered.Load(), Answers: g.answers.Load(), BadAnswers: g.badAnswers.Load()}
 }
 
@@ -180,7 +188,39 @@ func (g *Gateway) device(w http.ResponseWriter, r *http.Request) (gateway.Device
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return gateway.Device{}, false
 	}
+	if wait := g.admit(dev.Name); wait > 0 {
+		g.limited.Add(1)
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("device %q is over %g requests a second: send less often, or more readings per message", dev.Name, g.cfg.Rate))
+		return gateway.Device{}, false
+	}
 	return dev, true
+}
+
+// bucket is a token bucket: tokens refill at Rate a second up to Burst.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// admit takes a token from the device's bucket, or returns how long until
+// one is there.
+func (g *Gateway) admit(device string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	b := g.buckets[device]
+	if b == nil {
+		b = &bucket{tokens: float64(g.cfg.Burst), at: now}
+		g.buckets[device] = b
+	}
+	b.tokens = math.Min(float64(g.cfg.Burst), b.tokens+now.Sub(b.at).Seconds()*g.cfg.Rate)
+	b.at = now
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) / g.cfg.Rate * float64(time.Second))
+	}
+	b.tokens--
+	return 0
 }
 
 // postTelemetry stores a telemetry body and answers once it is committed.

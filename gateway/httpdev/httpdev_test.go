@@ -230,3 +230,36 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("send to a device that stopped polling: %v", err)
 	}
 }
+
+// TestRateLimit: a device over its rate is answered 429 with Retry-After,
+// another device is not held back, and the bucket refills with time.
+func TestRateLimit(t *testing.T) {
+	f := newFixture(t)
+	f.g.cfg.Rate, f.g.cfg.Burst = 1, 3
+	const path = "/devices/d1/messages/events"
+	for i := range 3 {
+		if code, body := f.do(t, "POST", path, "d1", "k1", `{"a": 1}`); code != http.StatusNoContent {
+			t.Fatalf("request %d within the burst: %d %s", i, code, body)
+		}
+	}
+	req, _ := http.NewRequest("POST", f.srv.URL+path, strings.NewReader(`{"a": 1}`))
+	req.SetBasicAuth("d1", "k1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("over the burst: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code, _ := f.do(t, "POST", "/devices/d2/messages/events", "d2", "k2", `{"a": 1}`); code != http.StatusNoContent {
+		t.Fatalf("another device was held back: %d", code)
+	}
+	f.advance(time.Second)
+	if code, _ := f.do(t, "POST", path, "d1", "k1", `{"a": 1}`); code != http.StatusNoContent {
+		t.Fatalf("after a second's refill: %d", code)
+	}
+	if s := f.g.Stats(); s.Limited != 1 || s.Telemetry != 5 {
+		t.Fatalf("stats %+v", s)
+	}
+}
