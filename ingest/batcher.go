@@ -143,23 +143,31 @@ func NewBatcher(cfg Config, c Committer, observe Observer, log *slog.Logger) (*B
 // settled after that batch commits. Decoding happens here, on the caller's
 // goroutine, so many connections decode in parallel.
 func (b *Batcher) Submit(ctx context.Context, m gateway.Message) error {
+	_, err := b.SubmitChecked(ctx, m)
+	return err
+}
+
+// SubmitChecked is Submit that also returns why the body is not telemetry
+// (nil when it is): such a message is taken all the same and kept as a dead
+// letter. Gateways that can tell the device why (HTTP) use it.
+func (b *Batcher) SubmitChecked(ctx context.Context, m gateway.Message) (invalid, err error) {
 	it := item{msg: m}
-	rs, err := Decode(m.Body, m.Received)
-	if err != nil {
-		it.reason = err.Error()
+	rs, invalid := Decode(m.Body, m.Received)
+	if invalid != nil {
+		it.reason = invalid.Error()
 	} else {
 		it.readings = rs
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
-		return ErrClosed
+		return invalid, ErrClosed
 	}
 	select {
 	case b.in <- it:
-		return nil
+		return invalid, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return invalid, ctx.Err()
 	}
 }
 
@@ -421,12 +429,4 @@ func (b *Batcher) flush(p *pending) {
 	p.dead = p.dead[:0]
 	clear(p.settle)
 	p.settle = p.settle[:0]
-}
-
-// Validate says why body is not telemetry, or returns nil: the reason a
-// Submit of it is kept as a dead letter. Gateways that can answer a device
-// with that reason (HTTP) use it.
-func (b *Batcher) Validate(body []byte) error {
-	_, err := Decode(body, time.Now())
-	return err
 }

@@ -22,11 +22,7 @@ func startWithDevice(t *testing.T, name, key string) (*Server, *paho.Client) {
 	ctx := context.Background()
 	cfg := testConfig(t)
 	cfg.ModelPoll = 50 * time.Millisecond
-	srv, err := Start(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(ctx) })
+	srv := startServer(t, cfg)
 	if _, err := srv.Store().AddDevice(ctx, name, key); err != nil {
 		t.Fatal(err)
 	}

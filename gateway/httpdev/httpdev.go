@@ -53,11 +53,12 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Validator is implemented by a sink that can say why a body is not
-// telemetry; the gateway then answers such a body 400 with the reason
-// (after the sink has kept it as a dead letter).
-type Validator interface {
-	Validate(body []byte) error
+// CheckingSink is a Sink that also says why a body it took is not
+// telemetry (it keeps such a body as a dead letter); the gateway then
+// answers it 400 with the reason.
+type CheckingSink interface {
+	gateway.Sink
+	SubmitChecked(ctx context.Context, m gateway.Message) (invalid, err error)
 }
 
 // Stats counts what the gateway did. All fields only grow.
@@ -246,27 +247,28 @@ func (g *Gateway) postTelemetry(w http.ResponseWriter, r *http.Request) {
 	done := make(chan error, 1)
 	m := gateway.Message{Device: dev, Source: r.URL.Path, ID: id, Body: body, Received: g.now().UTC(),
 		Settle: func(err error) { done <- err }}
-	if err := g.sink.Submit(r.Context(), m); err != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "not stored: "+err.Error()+"; send it again")
-		return
+	var invalid error
+	if cs, ok := g.sink.(CheckingSink); ok {
+		invalid, err = cs.SubmitChecked(r.Context(), m)
+	} else {
+		err = g.sink.Submit(r.Context(), m)
 	}
-	select {
-	case err = <-done:
-	case <-r.Context().Done():
-		return // the client left; the message is stored all the same
+	if err == nil {
+		select {
+		case err = <-done:
+		case <-r.Context().Done():
+			return // the client left; the message is stored all the same
+		}
 	}
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "not stored: "+err.Error()+"; send it again")
 		return
 	}
-	if v, ok := g.sink.(Validator); ok {
-		if err := v.Validate(body); err != nil {
-			g.invalid.Add(1)
-			writeError(w, http.StatusBadRequest, err.Error()+" (the body is kept as a dead letter; do not send it again)")
-			return
-		}
+	if invalid != nil {
+		g.invalid.Add(1)
+		writeError(w, http.StatusBadRequest, invalid.Error()+" (the body is kept as a dead letter; do not send it again)")
+		return
 	}
 	g.telemetry.Add(1)
 	w.WriteHeader(http.StatusNoContent)

@@ -40,20 +40,21 @@ type sink struct {
 	fail error
 }
 
-func (s *sink) Submit(_ context.Context, m gateway.Message) error {
+func (s *sink) Submit(ctx context.Context, m gateway.Message) error {
+	_, err := s.SubmitChecked(ctx, m)
+	return err
+}
+
+func (s *sink) SubmitChecked(_ context.Context, m gateway.Message) (invalid, err error) {
 	s.mu.Lock()
 	s.got = append(s.got, m)
 	fail := s.fail
 	s.mu.Unlock()
 	m.Settle(fail)
-	return nil
-}
-
-func (s *sink) Validate(body []byte) error {
-	if !strings.HasPrefix(string(body), "{") {
-		return errors.New("not a JSON object")
+	if !strings.HasPrefix(string(m.Body), "{") {
+		return errors.New("not a JSON object"), nil
 	}
-	return nil
+	return nil, nil
 }
 
 type acks chan gateway.Ack
