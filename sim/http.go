@@ -134,12 +134,18 @@ type HTTPFleet struct {
 // NewHTTPFleet builds the devices of cfg (cfg.Addr is not used) posting to
 // base; key returns each device's key (they must be registered first).
 func NewHTTPFleet(cfg FleetConfig, base string, client *http.Client, key func(name string) string) (*HTTPFleet, error) {
-	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("sim: http address %q: want http://HOST:PORT or https://HOST:PORT", base)
-	}
 	f, err := NewFleet(cfg, key)
 	if err != nil {
 		return nil, err
+	}
+	return HTTPFleetOf(f, base, client)
+}
+
+// HTTPFleetOf makes the devices of f, with their names, keys and faults,
+// HTTP devices posting to base.
+func HTTPFleetOf(f *Fleet, base string, client *http.Client) (*HTTPFleet, error) {
+	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("sim: http address %q: want http://HOST:PORT or https://HOST:PORT", base)
 	}
 	out := &HTTPFleet{}
 	for _, d := range f.Devices {

@@ -42,7 +42,6 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fc.Addr, fc.N, fc.Faulty, fc.Prefix, fc.Interval, fc.FaultAfter = *addr, *n, *faulty, *prefix, *interval, *faultAfter
 	c := &api.Client{BaseURL: *url, Token: *token}
 	var regErr error
-	keys := map[string]string{}
 	fleet, err := sim.NewFleet(fc, func(name string) string {
 		if *key != "" {
 			return *key
@@ -53,7 +52,6 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			err = fmt.Errorf("%s is already registered and its key is unknown here: pass --key, or pick another --prefix", name)
 		}
 		regErr = errors.Join(regErr, err)
-		keys[name] = d.Key
 		return d.Key
 	})
 	if err != nil {
@@ -68,12 +66,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var run runner = fleet
 	if *httpDevices {
-		hf, err := sim.NewHTTPFleet(fc, *url, nil, func(name string) string {
-			if *key != "" {
-				return *key
-			}
-			return keys[name]
-		})
+		hf, err := sim.HTTPFleetOf(fleet, *url, nil)
 		if err != nil {
 			return err
 		}
