@@ -196,7 +196,24 @@ func (h *hook) ID() string { return "vigil-gateway" }
 // Provides tells mochi which events the hook handles.
 func (h *hook) Provides(b byte) bool {
 	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish ||
-		b == mochi.OnQosPublish || b == mochi.OnQosComplete
+		b == mochi.OnQosPublish || b == mochi.OnQosComplete || b == mochi.OnQosDropped || b == mochi.OnClientExpired
+}
+
+// OnQosDropped forgets a command publish mochi gave up on (its inflight
+// expired): no PUBACK will come for it.
+func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
+	h.g.inflight.Delete(inflightKey{cl.ID, pk.PacketID})
+}
+
+// OnClientExpired forgets the command publishes of a session that expired
+// without its device coming back.
+func (h *hook) OnClientExpired(cl *mochi.Client) {
+	h.g.inflight.Range(func(k, _ any) bool {
+		if k.(inflightKey).client == cl.ID {
+			h.g.inflight.Delete(k)
+		}
+		return true
+	})
 }
 
 // inflightKey identifies a QoS 1 publish to a client until its PUBACK.

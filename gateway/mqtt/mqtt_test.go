@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/sim"
@@ -194,5 +196,36 @@ func TestCommandRoundTrip(t *testing.T) {
 	a := <-acks
 	if a.CommandID != "42" || a.Status != gateway.AckCompleted || a.Device.Name != "dev-2" || a.Detail != "done" {
 		t.Fatalf("ack %+v", a)
+	}
+}
+
+// TestInflightCommandsForgotten: the packet-to-command map the delivery
+// reports use forgets a publish mochi dropped and every publish of a
+// session that expired, so devices that never come back leak nothing.
+func TestInflightCommandsForgotten(t *testing.T) {
+	g := New(DefaultConfig(), nil, nil, nil, nil)
+	h := &hook{g: g}
+	a, b := &mochi.Client{ID: "dev-a"}, &mochi.Client{ID: "dev-b"}
+	publish := func(cl *mochi.Client, packet uint16, cmd string) {
+		c := gateway.Command{ID: cmd, Device: cl.ID, Name: "reduce_load"}
+		h.OnQosPublish(cl, packets.Packet{PacketID: packet, TopicName: CommandTopic(c)}, 0, 0)
+	}
+	publish(a, 1, "10")
+	publish(a, 2, "11")
+	publish(b, 1, "20")
+	count := func() (n int) {
+		g.inflight.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d publishes remembered, want 3", n)
+	}
+	h.OnQosDropped(a, packets.Packet{PacketID: 1})
+	if _, ok := g.inflight.Load(inflightKey{"dev-a", 1}); ok || count() != 2 {
+		t.Fatal("a dropped publish is still remembered")
+	}
+	h.OnClientExpired(a)
+	if _, ok := g.inflight.Load(inflightKey{"dev-b", 1}); !ok || count() != 1 {
+		t.Fatalf("after dev-a expired: %d remembered, dev-b's kept: %v", count(), ok)
 	}
 }
