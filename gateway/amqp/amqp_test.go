@@ -12,6 +12,7 @@ import (
 	amqp "github.com/Azure/go-amqp"
 
 	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/internal/rabbittest"
 	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
 )
@@ -232,10 +233,10 @@ func TestTrustedFieldGateway(t *testing.T) {
 // again what the broker had not accepted, the broker redelivers what vigil
 // had not settled, and every reading the broker accepted is stored once.
 func TestBrokerRestart(t *testing.T) {
-	b := needBroker(t)
 	if testing.Short() {
 		t.Skip("restarts the broker (~20 s)")
 	}
+	b := rabbittest.NeedAlone(t) // tests of other packages must not see the broker stop
 	names := []string{"fault-dev-1", "fault-dev-2", "fault-dev-3"}
 	vhost, keys := b.Provision(t, names...)
 	v := startVigil(t, b, vhost, names, nil)

@@ -3,6 +3,7 @@ package rabbittest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,8 +26,44 @@ type Broker struct {
 }
 
 // Need returns the test broker, or skips the test when there is none
-// (fails it when VIGIL_REQUIRE_AMQP=1).
+// (fails it when VIGIL_REQUIRE_AMQP=1). The test shares the broker with
+// other tests, in this and other test processes, but not with one that
+// stops it (NeedAlone): it waits until such a test is done.
 func Need(tb testing.TB) *Broker {
+	tb.Helper()
+	b := find(tb)
+	b.lock(tb, syscall.LOCK_SH)
+	return b
+}
+
+// NeedAlone is Need for a test that stops or restarts the broker: it waits
+// until no other test, in any test process, is using the broker, and keeps
+// them waiting until it is done.
+func NeedAlone(tb testing.TB) *Broker {
+	tb.Helper()
+	b := find(tb)
+	b.lock(tb, syscall.LOCK_EX)
+	return b
+}
+
+// lock takes a file lock (shared or exclusive) on the broker for the rest
+// of the test. go test runs packages in parallel processes, so a lock in
+// memory would not do.
+func (b *Broker) lock(tb testing.TB, how int) {
+	tb.Helper()
+	sum := sha256.Sum256([]byte(b.URL))
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "vigil-rabbittest-"+hex.EncodeToString(sum[:6])+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		tb.Fatalf("broker lock: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		tb.Fatalf("broker lock: %v", err)
+	}
+	tb.Cleanup(func() { f.Close() }) // closing the file releases the lock
+}
+
+func find(tb testing.TB) *Broker {
 	tb.Helper()
 	b := &Broker{URL: os.Getenv("VIGIL_AMQP_URL"), Ctl: os.Getenv("VIGIL_RABBIT_CTL")}
 	if b.URL == "" || b.Ctl == "" {
