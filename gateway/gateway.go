@@ -39,6 +39,12 @@ type Message struct {
 	// that kept it from being stored, so the gateway can make the device
 	// send it again. Settle must not block.
 	Settle func(err error)
+	// Patient says that no device waits for this message's settlement: a
+	// broker has already taken it from its device and only keeps it until
+	// it is settled (AMQP). The sink may then hold it longer to store it in
+	// larger, cheaper batches. Messages whose device waits for the answer
+	// (an MQTT PUBACK, an HTTP response) are not patient.
+	Patient bool
 }
 
 // Sink takes telemetry messages from a gateway. Submit may block to apply

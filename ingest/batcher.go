@@ -37,8 +37,10 @@ type Observer func(rec arrow.RecordBatch)
 // Config sets when a Batcher commits.
 type Config struct {
 	// MaxRows commits as soon as a batch holds this many readings. DuckDB
-	// pays a fixed ~2.5 ms per transaction, so large batches are what make
-	// high rates affordable.
+	// pays a fixed ~2.5 ms per transaction, and writes a batch of at least
+	// one row group (store.RowGroupRows) straight to the table instead of
+	// through its write-ahead log, so large batches are what make high
+	// rates affordable.
 	MaxRows int
 	// MaxDelay commits a non-empty batch at the latest this long after its
 	// first message arrived, bounding how long a device waits for its
@@ -50,6 +52,17 @@ type Config struct {
 	// the early commit (batches then wait for MaxRows or MaxDelay).
 	Idle     time.Duration
 	MinDelay time.Duration
+	// PatientDelay and PatientIdle replace MaxDelay and Idle for a batch
+	// that holds only patient messages (gateway.Message.Patient: a broker
+	// has taken them from their devices, which are not waiting for the
+	// commit). Holding such batches longer lets them reach MaxRows: DuckDB
+	// writes a batch of at least one row group (store.RowGroupRows) straight
+	// to its table, and a smaller one first to its write-ahead log and again
+	// at the next checkpoint, which costs ~1.6× the CPU per reading. A
+	// PatientDelay below MaxDelay counts as MaxDelay, a zero PatientIdle as
+	// Idle. MinDelay does not apply.
+	PatientDelay time.Duration
+	PatientIdle  time.Duration
 	// Queue is how many decoded messages may wait for the batcher before
 	// Submit blocks (backpressure).
 	Queue int
@@ -67,7 +80,8 @@ type Config struct {
 
 // DefaultConfig returns the batching vigil runs with by default.
 func DefaultConfig() Config {
-	return Config{MaxRows: 100_000, MaxDelay: 100 * time.Millisecond, Idle: 2 * time.Millisecond, MinDelay: 10 * time.Millisecond,
+	return Config{MaxRows: store.RowGroupRows, MaxDelay: 100 * time.Millisecond, Idle: 2 * time.Millisecond, MinDelay: 10 * time.Millisecond,
+		PatientDelay: time.Second, PatientIdle: 20 * time.Millisecond,
 		Queue: 4096, DedupeWindow: time.Hour, DedupeIDs: 2_000_000}
 }
 
@@ -78,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if c.Idle < 0 || c.MinDelay < 0 || c.MinDelay > c.MaxDelay {
 		return fmt.Errorf("ingest: idle (%s) and min delay (%s) must not be negative, and min delay not above max delay (%s)", c.Idle, c.MinDelay, c.MaxDelay)
+	}
+	if c.PatientIdle < 0 || c.PatientDelay < 0 {
+		return fmt.Errorf("ingest: patient idle (%s) and patient delay (%s) must not be negative", c.PatientIdle, c.PatientDelay)
 	}
 	return nil
 }
@@ -225,21 +242,41 @@ func newPending() *pending {
 	}
 }
 
-// due returns when a batch whose first message arrived at first and whose
-// last at last should be committed.
-func (b *Batcher) due(first, last time.Time) time.Time {
-	hard := first.Add(b.cfg.MaxDelay)
-	if b.cfg.Idle == 0 {
-		return hard
+// window is when the messages of a pending batch arrived.
+type window struct {
+	first, last time.Time // the first and the last message
+	urgent      time.Time // the first message that is not patient; zero if none
+}
+
+// due returns when the batch should be committed.
+func (b *Batcher) due(w window) time.Time {
+	at := w.first.Add(max(b.cfg.PatientDelay, b.cfg.MaxDelay))
+	if w.urgent.IsZero() { // patient messages only
+		idle := b.cfg.PatientIdle
+		if idle == 0 {
+			idle = b.cfg.Idle
+		}
+		if idle > 0 {
+			at = earliest(at, w.last.Add(idle))
+		}
+		return at
 	}
-	soft := last.Add(b.cfg.Idle)
-	if m := first.Add(b.cfg.MinDelay); m.After(soft) {
-		soft = m
+	at = earliest(at, w.urgent.Add(b.cfg.MaxDelay))
+	if b.cfg.Idle > 0 {
+		soft := w.last.Add(b.cfg.Idle)
+		if m := w.urgent.Add(b.cfg.MinDelay); m.After(soft) {
+			soft = m
+		}
+		at = earliest(at, soft)
 	}
-	if soft.Before(hard) {
-		return soft
+	return at
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
 	}
-	return hard
+	return a
 }
 
 func (b *Batcher) run() {
@@ -256,7 +293,7 @@ func (b *Batcher) run() {
 		}
 		armed = false
 	}
-	var first, last time.Time
+	var w window
 	prune := time.NewTicker(max(b.cfg.DedupeWindow/60, time.Second))
 	defer prune.Stop()
 	for {
@@ -271,10 +308,19 @@ func (b *Batcher) run() {
 				}
 				return
 			}
-			last = time.Now()
+			now := time.Now()
+			w.last = now
 			if len(p.settle) == 0 {
-				first = last
-				timer.Reset(b.due(first, last).Sub(last))
+				w = window{first: now, last: now}
+			}
+			if !it.msg.Patient && w.urgent.IsZero() {
+				// The deadline moves earlier once, when the batch takes
+				// its first message a device waits for.
+				w.urgent = now
+				disarm()
+			}
+			if !armed {
+				timer.Reset(b.due(w).Sub(now))
 				armed = true
 			}
 			b.add(p, it)
@@ -287,9 +333,10 @@ func (b *Batcher) run() {
 			if len(p.settle) == 0 {
 				continue
 			}
-			// The deadline only moves later as messages arrive, so re-arm
-			// until it has passed.
-			if d := b.due(first, last); now.Before(d) {
+			// Past the first urgent message (which re-arms the timer on
+			// arrival) the deadline only moves later as messages arrive,
+			// so re-arm until it has passed.
+			if d := b.due(w); now.Before(d) {
 				timer.Reset(d.Sub(now))
 				armed = true
 				continue

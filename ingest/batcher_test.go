@@ -71,15 +71,21 @@ func TestSettleOnlyAfterCommit(t *testing.T) {
 	}
 }
 
+// batchSizes returns an Observer that sends the size of every committed
+// batch to the channel it also returns.
+func batchSizes() (<-chan int64, Observer) {
+	sizes := make(chan int64, 8)
+	return sizes, func(rec arrow.RecordBatch) {
+		sizes <- rec.NumRows()
+		rec.Release()
+	}
+}
+
 // TestFlushBySize: with an hour-long delay, only the row limit can trigger
 // commits, so exactly the full batches are committed before Close.
 func TestFlushBySize(t *testing.T) {
 	s := newStore(t)
-	sizes := make(chan int64, 8)
-	observe := func(rec arrow.RecordBatch) {
-		sizes <- rec.NumRows()
-		rec.Release()
-	}
+	sizes, observe := batchSizes()
 	b, err := NewBatcher(testConfig(10, time.Hour, 64), s, observe, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -331,5 +337,78 @@ func TestEveryReadingKeepsItsMetric(t *testing.T) {
 	}
 	if n != metrics*objects {
 		t.Fatalf("stored %d readings, want %d", n, metrics*objects)
+	}
+}
+
+// TestPatientMessages: messages no device waits for (gateway.Message.Patient)
+// are held past MaxDelay until the batch is full; a message a device waits
+// for pulls the batch forward to its own MaxDelay; and a patient batch still
+// commits once its stream goes quiet for PatientIdle.
+func TestPatientMessages(t *testing.T) {
+	s := newStore(t)
+	sizes, observe := batchSizes()
+	cfg := testConfig(10, 5*time.Millisecond, 64)
+	cfg.PatientDelay = time.Hour
+	b, err := NewBatcher(cfg, s, observe, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	submit := func(patient bool, settled func(error)) {
+		t.Helper()
+		m := gateway.Message{Device: gateway.Device{ID: 1}, Body: []byte(`{"a": 1, "b": 2}`), Received: time.Now(), Settle: settled, Patient: patient}
+		if err := b.Submit(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nop := func(error) {}
+	for range 4 {
+		submit(true, nop)
+	}
+	// Nothing signals that a batch was not committed: give the batcher
+	// twenty times MaxDelay to show it holds the patient messages.
+	select {
+	case n := <-sizes:
+		t.Fatalf("a batch of %d patient readings was committed after MaxDelay; it should wait to fill %d rows", n, cfg.MaxRows)
+	case <-time.After(20 * cfg.MaxDelay):
+	}
+	submit(true, nop)
+	if n := <-sizes; n != 10 {
+		t.Fatalf("full batch of patient messages: %d rows, want 10", n)
+	}
+
+	submit(true, nop)
+	urgent := make(chan error, 1)
+	submit(false, func(err error) { urgent <- err })
+	settledWithin(t, urgent, "a message a device waits for was held with patient ones past MaxDelay")
+	if n := <-sizes; n != 4 {
+		t.Fatalf("the urgent message's batch has %d rows, want 4 (the patient message before it too)", n)
+	}
+
+	b2, err := NewBatcher(Config{MaxRows: 10, MaxDelay: 5 * time.Millisecond, PatientDelay: time.Hour, PatientIdle: 5 * time.Millisecond,
+		Queue: 8, DedupeWindow: time.Hour, DedupeIDs: 100}, s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close(context.Background())
+	quietDone := make(chan error, 1)
+	m := gateway.Message{Device: gateway.Device{ID: 1}, Body: []byte(`{"a": 3}`), Received: time.Now(), Patient: true, Settle: func(err error) { quietDone <- err }}
+	if err := b2.Submit(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	settledWithin(t, quietDone, "a patient batch was not committed after its stream went quiet for PatientIdle")
+}
+
+// settledWithin waits (at most 10 s, far beyond any deadline the test
+// sets) for a settlement and fails with why if there is none.
+func settledWithin(t *testing.T, settled <-chan error, why string) {
+	t.Helper()
+	select {
+	case err := <-settled:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
 	}
 }

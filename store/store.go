@@ -27,6 +27,14 @@ import (
 // FileName is the name of the database file inside a data directory.
 const FileName = "vigil.duckdb"
 
+// RowGroupRows is how many rows DuckDB keeps in one row group of a table.
+// A transaction that inserts at least this many rows writes its full row
+// groups straight to the database file, compressed; a smaller one goes to
+// the write-ahead log first and is compressed again at the next checkpoint
+// (~200 vs ~330 ns of CPU per reading here; BenchmarkAppend). Batches of
+// this size are the cheapest to commit.
+const RowGroupRows = 122_880
+
 // TelemetrySchema is the Arrow schema of a telemetry batch; its columns are
 // those of the telemetry table, in order.
 var TelemetrySchema = arrow.NewSchema([]arrow.Field{

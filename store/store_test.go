@@ -283,3 +283,60 @@ func TestThreadsOption(t *testing.T) {
 		t.Error("a negative thread count was accepted")
 	}
 }
+
+// TestRowGroupBatchesGoStraightToTheFile pins RowGroupRows to DuckDB's row
+// group size and shows why batches of that size are cheap: their full row
+// group is in the database file (persistent) as soon as the commit returns,
+// while a smaller batch waits in memory and the write-ahead log for the
+// next checkpoint.
+func TestRowGroupBatchesGoStraightToTheFile(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	t0 := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	commit := func(n int) {
+		t.Helper()
+		rows := make([]row, n)
+		for i := range rows {
+			rows[i] = row{t0.Add(time.Duration(i) * time.Millisecond), 1, 0, float64(i % 100)}
+		}
+		rec := record(t, rows)
+		defer rec.Release()
+		if err := s.Commit(ctx, Batch{Readings: rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type group struct {
+		rows       int64
+		persistent bool
+	}
+	groups := func() []group {
+		t.Helper()
+		rs, err := s.DB().QueryContext(ctx, `SELECT row_group_id, sum(count), bool_and(persistent) FROM pragma_storage_info('telemetry')
+			WHERE column_id = 0 AND segment_type <> 'VALIDITY' GROUP BY row_group_id ORDER BY row_group_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		var gs []group
+		for rs.Next() {
+			var id int64
+			var g group
+			if err := rs.Scan(&id, &g.rows, &g.persistent); err != nil {
+				t.Fatal(err)
+			}
+			gs = append(gs, g)
+		}
+		return gs
+	}
+	commit(1000)
+	if gs := groups(); len(gs) != 1 || gs[0] != (group{1000, false}) {
+		t.Fatalf("after a small batch: row groups %+v, want one of 1000 rows not yet in the file", gs)
+	}
+	s2, _ := openTemp(t)
+	s = s2
+	commit(RowGroupRows + 7)
+	gs := groups()
+	if len(gs) != 2 || gs[0] != (group{RowGroupRows, true}) || gs[1].rows != 7 {
+		t.Fatalf("after a batch of %d rows: row groups %+v, want a full one of %d rows in the file, then 7", RowGroupRows+7, gs, RowGroupRows)
+	}
+}

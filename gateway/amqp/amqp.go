@@ -319,7 +319,7 @@ func (l *link) receiveTelemetry(ctx context.Context) error {
 		}
 		m := gateway.Message{
 			Device: dev, Source: g.cfg.Source, ID: messageID(msg), Body: body, Received: time.Now().UTC(),
-			Settle: l.settleFunc(msg),
+			Settle: l.settleFunc(msg), Patient: true,
 		}
 		select {
 		case l.work <- m:
