@@ -218,11 +218,11 @@ type link struct {
 func (g *Gateway) connect(ctx context.Context) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 	defer cancel()
-	opts := &amqp.ConnOptions{TLSConfig: g.cfg.TLS, ContainerID: "vigil-gateway"}
+	opts := amqp.ConnOptions{ContainerID: "vigil-gateway"}
 	if g.cfg.VHost != "" {
 		opts.HostName = "vhost:" + g.cfg.VHost
 	}
-	conn, err := amqp.Dial(dctx, g.cfg.URL, opts)
+	conn, err := dial(dctx, g.cfg.URL, g.cfg.TLS, opts)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}

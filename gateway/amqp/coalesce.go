@@ -1,0 +1,97 @@
+package amqp
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// coalescer is a net.Conn whose writes are gathered and written to the
+// network by one goroutine. go-amqp writes every frame on its own (one
+// disposition per message accepted), each a system call and a TCP segment
+// the broker must process; through a coalescer, the frames written while
+// one write is in the kernel leave together in the next.
+//
+// Write returns once the bytes are queued. A network error is returned by
+// the next Write and closes the connection, so go-amqp's reader fails too
+// and the link reconnects; frames queued when it happened are lost, as
+// they would be in the kernel's send buffer, and unsettled messages are
+// redelivered by the broker.
+type coalescer struct {
+	net.Conn
+	mu      sync.Mutex
+	space   *sync.Cond // signalled when buf is taken or an error is set
+	buf     []byte     // bytes queued for the next write
+	err     error      // the first write error, returned from then on
+	closing bool
+	wake    chan struct{} // one pending signal: buf has bytes
+	done    chan struct{} // closed when the writer goroutine ends
+}
+
+// coalesceMax bounds the bytes queued: Write blocks beyond it.
+const coalesceMax = 1 << 20
+
+func newCoalescer(c net.Conn) *coalescer {
+	w := &coalescer{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.space = sync.NewCond(&w.mu)
+	go w.writer()
+	return w
+}
+
+// Write queues p for the writer goroutine.
+func (w *coalescer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.buf) >= coalesceMax && w.err == nil && !w.closing {
+		w.space.Wait()
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closing {
+		return 0, net.ErrClosed
+	}
+	w.buf = append(w.buf, p...)
+	select {
+	case w.wake <- struct{}{}:
+	default: // a signal is already pending
+	}
+	return len(p), nil
+}
+
+func (w *coalescer) writer() {
+	defer close(w.done)
+	var out []byte
+	for range w.wake {
+		w.mu.Lock()
+		out, w.buf = w.buf, out[:0]
+		w.mu.Unlock()
+		w.space.Broadcast()
+		if len(out) == 0 {
+			continue
+		}
+		if _, err := w.Conn.Write(out); err != nil {
+			w.mu.Lock()
+			w.err = err
+			w.mu.Unlock()
+			w.space.Broadcast()
+			w.Conn.Close()
+			return
+		}
+	}
+}
+
+// Close writes what is queued (for at most a second) and closes the
+// connection.
+func (w *coalescer) Close() error {
+	w.mu.Lock()
+	if !w.closing {
+		w.closing = true
+		close(w.wake)
+	}
+	w.mu.Unlock()
+	w.space.Broadcast()
+	_ = w.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	<-w.done
+	return w.Conn.Close()
+}
