@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -63,6 +64,9 @@ func (w *coalescer) writer() {
 	defer close(w.done)
 	var out []byte
 	for range w.wake {
+		// Let the goroutines that are about to write (go-amqp's writer
+		// draining its queue) run first, so that more leaves in one write.
+		runtime.Gosched()
 		w.mu.Lock()
 		out, w.buf = w.buf, out[:0]
 		w.mu.Unlock()
