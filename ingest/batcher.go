@@ -114,7 +114,7 @@ type Stats struct {
 
 type item struct {
 	msg      gateway.Message
-	readings []Reading
+	readings Readings
 	reason   string // non-empty: dead letter
 }
 
@@ -383,32 +383,19 @@ func (b *Batcher) add(p *pending, it item) {
 	}
 	p.nMsgs++
 	reason := it.reason
-	var ids []int16
+	rs := it.readings
+	// A message names a few metrics many times: each name is looked up in
+	// the store once per message.
+	var idBuf [8]int16
+	ids := idBuf[:0]
 	if reason == "" {
-		ids = make([]int16, len(it.readings))
-		// A message names a few metrics many times: look each name up in
-		// the store once per message.
-		var names [8]string
-		var nameIDs [8]int16
-		known := 0
-	readings:
-		for i, r := range it.readings {
-			for k := range known {
-				if names[k] == r.Metric {
-					ids[i] = nameIDs[k]
-					continue readings
-				}
-			}
-			id, err := b.store.MetricID(context.Background(), r.Metric)
+		for _, name := range rs.Names {
+			id, err := b.store.MetricID(context.Background(), name)
 			if err != nil {
 				reason = err.Error()
 				break
 			}
-			ids[i] = id
-			if known < len(names) {
-				names[known], nameIDs[known] = r.Metric, id
-				known++
-			}
+			ids = append(ids, id)
 		}
 	}
 	if reason != "" {
@@ -418,18 +405,17 @@ func (b *Batcher) add(p *pending, it item) {
 		})
 		p.nDead++
 	} else {
-		n := len(it.readings)
+		n := rs.Len()
 		p.ts.Reserve(n)
 		p.dev.Reserve(n)
 		p.metric.Reserve(n)
-		p.val.Reserve(n)
-		for i, r := range it.readings {
-			p.ts.UnsafeAppend(arrow.Timestamp(r.TS.UnixMicro()))
+		for i := range n {
+			p.ts.UnsafeAppend(arrow.Timestamp(rs.TS[i]))
 			p.dev.UnsafeAppend(m.Device.ID)
-			p.metric.UnsafeAppend(ids[i])
-			p.val.UnsafeAppend(r.Value)
+			p.metric.UnsafeAppend(ids[rs.Metric[i]])
 		}
-		p.rows += len(it.readings)
+		p.val.AppendValues(rs.Value, nil)
+		p.rows += n
 	}
 	p.settle = append(p.settle, m.Settle)
 }

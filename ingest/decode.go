@@ -21,6 +21,42 @@ type Reading struct {
 	Value  float64
 }
 
+// Readings is a decoded message in columns: reading i is the value
+// Value[i] of the metric Names[Metric[i]] at TS[i], in microseconds since
+// the Unix epoch (the store's resolution). Each metric name is held once.
+// Columns of plain numbers cost the garbage collector nothing to scan and
+// go into a batch's Arrow columns without conversion.
+type Readings struct {
+	Names  []string
+	Metric []int32
+	TS     []int64
+	Value  []float64
+}
+
+// Len returns how many readings there are.
+func (r Readings) Len() int { return len(r.Value) }
+
+// At returns reading i.
+func (r Readings) At(i int) Reading {
+	return Reading{TS: time.UnixMicro(r.TS[i]).UTC(), Metric: r.Names[r.Metric[i]], Value: r.Value[i]}
+}
+
+// columns turns readings into Readings.
+func columns(rs []Reading) Readings {
+	out := Readings{Metric: make([]int32, len(rs)), TS: make([]int64, len(rs)), Value: make([]float64, len(rs))}
+	index := map[string]int32{}
+	for i, r := range rs {
+		k, ok := index[r.Metric]
+		if !ok {
+			k = int32(len(out.Names))
+			index[r.Metric] = k
+			out.Names = append(out.Names, r.Metric)
+		}
+		out.Metric[i], out.TS[i], out.Value[i] = k, r.TS.UnixMicro(), r.Value
+	}
+	return out
+}
+
 // DecodeError says why a body is not valid telemetry, in words meant for
 // the person who wrote the device's firmware.
 type DecodeError struct {
@@ -42,11 +78,15 @@ const example = `{"temperature": 71.2, "vibration": 0.31}`
 // received. Readings come back in body order for arrays and sorted by metric
 // name within an object. Any invalid part makes the whole body invalid, and
 // the error is a *DecodeError.
-func Decode(body []byte, received time.Time) ([]Reading, error) {
+func Decode(body []byte, received time.Time) (Readings, error) {
 	if rs, ok := decodeFast(body, received); ok {
 		return rs, nil
 	}
-	return decodeGeneral(body, received)
+	rs, err := decodeGeneral(body, received)
+	if err != nil {
+		return Readings{}, err
+	}
+	return columns(rs), nil
 }
 
 // decodeGeneral is Decode through encoding/json: slower, but it accepts

@@ -59,12 +59,12 @@ func TestDecode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %v, want %v", got, tc.want)
+			if got.Len() != len(tc.want) || len(got.Metric) != got.Len() || len(got.TS) != got.Len() {
+				t.Fatalf("got %+v, want %v", got, tc.want)
 			}
-			for i := range got {
-				if !got[i].TS.Equal(tc.want[i].TS) || got[i].Metric != tc.want[i].Metric || got[i].Value != tc.want[i].Value {
-					t.Fatalf("reading %d: got %+v, want %+v", i, got[i], tc.want[i])
+			for i := range got.Len() {
+				if r := got.At(i); !r.TS.Equal(tc.want[i].TS) || r.Metric != tc.want[i].Metric || r.Value != tc.want[i].Value {
+					t.Fatalf("reading %d: got %+v, want %+v", i, r, tc.want[i])
 				}
 			}
 		})
@@ -87,11 +87,11 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if len(rs) == 0 {
-			t.Fatal("accepted a body with no readings")
+		if rs.Len() == 0 || len(rs.Metric) != rs.Len() || len(rs.TS) != rs.Len() {
+			t.Fatalf("accepted a body with no readings or ragged columns: %+v", rs)
 		}
-		for _, r := range rs {
-			if r.Metric == "" || r.Metric == "ts" {
+		for i := range rs.Len() {
+			if r := rs.At(i); r.Metric == "" || r.Metric == "ts" {
 				t.Fatalf("bad metric %q", r.Metric)
 			}
 		}
@@ -118,13 +118,13 @@ func FuzzDecodeFastMatchesGeneral(f *testing.F) {
 		if err != nil {
 			t.Fatalf("fast path accepted %q, general path refused it: %v", body, err)
 		}
-		if len(fast) != len(general) {
-			t.Fatalf("%q: fast %v, general %v", body, fast, general)
+		if fast.Len() != len(general) || len(fast.Metric) != len(general) || len(fast.TS) != len(general) {
+			t.Fatalf("%q: fast %+v, general %v", body, fast, general)
 		}
-		for i := range fast {
-			if fast[i].Metric != general[i].Metric || !fast[i].TS.Equal(general[i].TS) ||
-				math.Float64bits(fast[i].Value) != math.Float64bits(general[i].Value) {
-				t.Fatalf("%q reading %d: fast %+v, general %+v", body, i, fast[i], general[i])
+		for i, g := range general {
+			if f := fast.At(i); f.Metric != g.Metric || fast.TS[i] != g.TS.UnixMicro() ||
+				math.Float64bits(f.Value) != math.Float64bits(g.Value) {
+				t.Fatalf("%q reading %d: fast %+v, general %+v", body, i, f, g)
 			}
 		}
 	})
@@ -157,8 +157,11 @@ func BenchmarkDecode(b *testing.B) {
 	now := time.Now()
 	for _, c := range []struct {
 		name string
-		fn   func([]byte, time.Time) ([]Reading, error)
-	}{{"vigil", Decode}, {"encoding_json", decodeGeneral}} {
+		fn   func([]byte, time.Time) (Readings, error)
+	}{{"vigil", Decode}, {"encoding_json", func(body []byte, t time.Time) (Readings, error) {
+		rs, err := decodeGeneral(body, t)
+		return columns(rs), err
+	}}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {
@@ -168,5 +171,41 @@ func BenchmarkDecode(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "readings/s")
 		})
+	}
+}
+
+// TestDecodeManyNames: a body naming more metrics than the fast path
+// searches one by one (it then keeps a map) decodes every value under its
+// own name, each object sorted by name, the same as the general path.
+func TestDecodeManyNames(t *testing.T) {
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for o := range 2 {
+		if o > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteByte('{')
+		for k := 39; k >= 0; k-- { // written in reverse name order
+			fmt.Fprintf(&sb, `"m%02d": %d`, k, 100*o+k)
+			if k > 0 {
+				sb.WriteByte(',')
+			}
+		}
+		sb.WriteByte('}')
+	}
+	sb.WriteByte(']')
+	recv := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	fast, ok := decodeFast([]byte(sb.String()), recv)
+	if !ok {
+		t.Fatal("the fast path declined the body")
+	}
+	if fast.Len() != 80 || len(fast.Names) != 40 {
+		t.Fatalf("%d readings of %d names, want 80 of 40", fast.Len(), len(fast.Names))
+	}
+	for i := range fast.Len() {
+		o, k := i/40, i%40
+		if r := fast.At(i); r.Metric != fmt.Sprintf("m%02d", k) || r.Value != float64(100*o+k) || !r.TS.Equal(recv) {
+			t.Fatalf("reading %d: %+v, want m%02d = %d", i, r, k, 100*o+k)
+		}
 	}
 }

@@ -15,28 +15,28 @@ import (
 // malformed JSON, out-of-range numbers, bad names or timestamps, too many
 // readings); the general path then decodes the body or explains what is
 // wrong with it. FuzzDecodeFastMatchesGeneral holds the two to agreement.
-func decodeFast(body []byte, received time.Time) ([]Reading, bool) {
-	p := fastParser{b: body}
+func decodeFast(body []byte, received time.Time) (Readings, bool) {
+	p := fastParser{b: body, received: received.UnixMicro()}
 	p.ws()
-	var out []Reading
 	ok := false
 	switch p.peek() {
 	case '{':
-		out, ok = p.object(received, make([]Reading, 0, 8))
+		p.grow(8)
+		ok = p.object()
 	case '[':
 		p.i++
 		p.ws()
 		if p.peek() == ']' {
-			return nil, false // empty array: the general path says so
+			return Readings{}, false // empty array: the general path says so
 		}
-		out = make([]Reading, 0, len(body)/24)
+		p.grow(len(body) / 24)
 		for {
 			p.ws()
 			if p.peek() != '{' {
-				return nil, false
+				return Readings{}, false
 			}
-			if out, ok = p.object(received, out); !ok {
-				return nil, false
+			if ok = p.object(); !ok {
+				return Readings{}, false
 			}
 			p.ws()
 			if p.peek() == ',' {
@@ -44,26 +44,35 @@ func decodeFast(body []byte, received time.Time) ([]Reading, bool) {
 				continue
 			}
 			if p.peek() != ']' {
-				return nil, false
+				return Readings{}, false
 			}
 			p.i++
 			break
 		}
 	}
 	if !ok {
-		return nil, false
+		return Readings{}, false
 	}
 	p.ws()
-	if p.i != len(p.b) || len(out) > MaxReadingsPerMessage {
-		return nil, false
+	if p.i != len(p.b) || p.out.Len() > MaxReadingsPerMessage {
+		return Readings{}, false
 	}
-	return out, true
+	return p.out, true
 }
 
 type fastParser struct {
-	b     []byte
-	i     int
-	names []string // metric names seen in this body, so each is allocated once
+	b        []byte
+	i        int
+	received int64            // µs since the epoch: the time of readings without "ts"
+	out      Readings         // what the body decodes to so far
+	index    map[string]int32 // out.Names by name, once there are many
+}
+
+// grow gives the output columns room for n readings.
+func (p *fastParser) grow(n int) {
+	p.out.Metric = make([]int32, 0, n)
+	p.out.TS = make([]int64, 0, n)
+	p.out.Value = make([]float64, 0, n)
 }
 
 func (p *fastParser) peek() byte {
@@ -325,78 +334,93 @@ func daysSinceEpoch(year, month, day int) int64 {
 
 // name returns the interned metric name for b, or false if b is not a
 // valid metric name (store.ValidMetricName's rule).
-func (p *fastParser) name(b []byte) (string, bool) {
-	for _, n := range p.names { // a name seen in this body is valid
-		if n == string(b) {
-			return n, true
+func (p *fastParser) name(b []byte) (int32, bool) {
+	if p.index != nil {
+		if k, ok := p.index[string(b)]; ok {
+			return k, true
+		}
+	} else {
+		for k, n := range p.out.Names { // a name seen in this body is valid
+			if n == string(b) {
+				return int32(k), true
+			}
 		}
 	}
 	if len(b) == 0 || len(b) > 64 {
-		return "", false
+		return 0, false
 	}
 	for k, c := range b {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
 		case k > 0 && (c >= '0' && c <= '9' || c == '.' || c == ':' || c == '-'):
 		default:
-			return "", false
+			return 0, false
 		}
 	}
-	n := string(b)
-	p.names = append(p.names, n)
-	return n, true
+	k := int32(len(p.out.Names))
+	p.out.Names = append(p.out.Names, string(b))
+	if p.index != nil {
+		p.index[p.out.Names[k]] = k
+	} else if len(p.out.Names) > 16 { // past a few names, a map finds them faster
+		p.index = make(map[string]int32, 2*len(p.out.Names))
+		for j, n := range p.out.Names {
+			p.index[n] = int32(j)
+		}
+	}
+	return k, true
 }
 
 // object parses one object and appends its readings, dated by its "ts" or
-// received, sorted by metric name as the general path sorts them.
-func (p *fastParser) object(received time.Time, out []Reading) ([]Reading, bool) {
+// the time received, sorted by metric name as the general path sorts them.
+func (p *fastParser) object() bool {
 	p.i++ // '{'
-	first := len(out)
-	ts, haveTS := received, false
+	first := len(p.out.Value)
+	ts, haveTS := p.received, false
 	p.ws()
 	if p.peek() == '}' {
-		return nil, false // no readings: the general path says so
+		return false // no readings: the general path says so
 	}
 	for {
 		p.ws()
 		key, ok := p.str()
 		if !ok {
-			return nil, false
+			return false
 		}
 		p.ws()
 		if p.peek() != ':' {
-			return nil, false
+			return false
 		}
 		p.i++
 		p.ws()
 		if string(key) == "ts" {
 			if haveTS {
-				return nil, false
+				return false
 			}
 			s, ok := p.str()
 			if !ok {
-				return nil, false
+				return false
 			}
 			t, ok := timestamp(s)
 			if !ok {
-				return nil, false
+				return false
 			}
-			ts, haveTS = t, true
+			ts, haveTS = t.UnixMicro(), true
 		} else {
-			name, ok := p.name(key)
+			k, ok := p.name(key)
 			if !ok {
-				return nil, false
+				return false
 			}
-			for _, r := range out[first:] {
-				if r.Metric == name {
-					return nil, false // duplicate key
+			for _, m := range p.out.Metric[first:] {
+				if m == k {
+					return false // duplicate key
 				}
 			}
 			v, ok := p.number()
 			if !ok {
-				return nil, false
+				return false
 			}
-			out = append(out, Reading{Metric: name, Value: v})
+			p.out.Metric = append(p.out.Metric, k)
+			p.out.Value = append(p.out.Value, v)
 		}
 		p.ws()
 		switch p.peek() {
@@ -406,21 +430,23 @@ func (p *fastParser) object(received time.Time, out []Reading) ([]Reading, bool)
 		case '}':
 			p.i++
 		default:
-			return nil, false
+			return false
 		}
 		break
 	}
-	obj := out[first:]
-	if len(obj) == 0 {
-		return nil, false
+	metric, value := p.out.Metric[first:], p.out.Value[first:]
+	if len(metric) == 0 {
+		return false
 	}
-	for k := range obj {
-		obj[k].TS = ts
+	for range metric {
+		p.out.TS = append(p.out.TS, ts)
 	}
-	for k := 1; k < len(obj); k++ { // insertion sort: objects hold a few metrics
-		for m := k; m > 0 && obj[m].Metric < obj[m-1].Metric; m-- {
-			obj[m], obj[m-1] = obj[m-1], obj[m]
+	names := p.out.Names
+	for k := 1; k < len(metric); k++ { // insertion sort: objects hold a few metrics
+		for m := k; m > 0 && names[metric[m]] < names[metric[m-1]]; m-- {
+			metric[m], metric[m-1] = metric[m-1], metric[m]
+			value[m], value[m-1] = value[m-1], value[m]
 		}
 	}
-	return out, true
+	return true
 }

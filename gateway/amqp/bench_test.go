@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -189,6 +190,11 @@ func BenchmarkAMQPConsume(b *testing.B) {
 				bareDecode += time.Since(t0)
 			},
 			func() {
+				if f := os.Getenv("VIGIL_PROF"); f != "" {
+					pf, _ := os.Create(fmt.Sprintf("%s.%d", f, i))
+					pprof.StartCPUProfile(pf)
+					defer func() { pprof.StopCPUProfile(); pf.Close() }()
+				}
 				t0 := time.Now()
 				if err := g.Start(); err != nil {
 					b.Fatal(err)
