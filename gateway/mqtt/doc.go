@@ -16,4 +16,9 @@
 // publish is acknowledged (PUBACK) only after its readings are committed:
 // the gateway withholds mochi's own PUBACK and writes it when the sink
 // settles the message.
+//
+// Commands are published as QoS 1 by an in-process MQTT 5 client, with the
+// command's expiry as the message expiry interval: mochi tells MQTT 5
+// devices how long a command stays valid and drops one that waits in an
+// offline device's persistent session past its expiry.
 package mqtt

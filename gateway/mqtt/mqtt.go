@@ -67,6 +67,11 @@ type Gateway struct {
 	log    *slog.Logger
 	server *mochi.Server
 	ln     net.Listener
+	// commands is the in-process client vigil publishes commands as. It
+	// speaks MQTT 5, so that mochi honours each command's expiry: a
+	// command that waits for an offline device's session past its expiry
+	// is dropped, never delivered late.
+	commands *mochi.Client
 	// identities maps a connected client id to the device it authenticated
 	// as, so publishes carry the store's integer key.
 	identities sync.Map
@@ -110,6 +115,8 @@ func (g *Gateway) Start() error {
 		ln.Close()
 		return fmt.Errorf("mqtt gateway: %w", err)
 	}
+	g.commands = g.server.NewClient(nil, mochi.LocalListener, "vigil-commands", true)
+	g.commands.Properties.ProtocolVersion = 5
 	g.ln = ln
 	if err := g.server.Serve(); err != nil {
 		return fmt.Errorf("mqtt gateway: %w", err)
@@ -178,7 +185,23 @@ func (g *Gateway) Send(_ context.Context, c gateway.Command) error {
 	if len(g.server.Topics.Subscribers(topic).Subscriptions) == 0 {
 		return fmt.Errorf("command %s to %s: %w (no session subscribed to devices/%s/messages/devicebound/#)", c.ID, c.Device, gateway.ErrDeviceOffline, c.Device)
 	}
-	if err := g.server.Publish(topic, c.Body(), false, 1); err != nil {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   topic,
+		Payload:     c.Body(),
+		PacketID:    1, // vigil's own publish is not acknowledged; mochi wants an id all the same
+	}
+	if !c.Expires.IsZero() {
+		left := time.Until(c.Expires)
+		if left <= 0 {
+			return fmt.Errorf("command %s to %s: expired at %s before it was sent", c.ID, c.Device, c.Expires.Format(time.RFC3339))
+		}
+		// MQTT 5 message expiry, in whole seconds, rounded up: devices
+		// are told how long the command stays valid, and the broker drops
+		// it from a waiting session once it has expired.
+		pk.Properties.MessageExpiryInterval = uint32((left + time.Second - 1) / time.Second)
+	}
+	if err := g.server.InjectPacket(g.commands, pk); err != nil {
 		return fmt.Errorf("command %s to %s: %w", c.ID, c.Device, err)
 	}
 	return nil

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,5 +229,92 @@ func TestInflightCommandsForgotten(t *testing.T) {
 	h.OnClientExpired(a)
 	if _, ok := g.inflight.Load(inflightKey{"dev-b", 1}); !ok || count() != 1 {
 		t.Fatalf("after dev-a expired: %d remembered, dev-b's kept: %v", count(), ok)
+	}
+}
+
+// persistentConnect connects name with a session that outlives the
+// connection (MQTT 5 clean start off, session expiry 5 minutes).
+func persistentConnect(t *testing.T, g *Gateway, name, key string, onPublish func(*paho.Publish)) *paho.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: name, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { onPublish(pr.Packet); return true, nil },
+	}})
+	expiry := uint32(300)
+	if _, err := c.Connect(ctx, &paho.Connect{
+		ClientID: name, Username: name, UsernameFlag: true, Password: []byte(key), PasswordFlag: true,
+		KeepAlive: 60, CleanStart: false, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestCommandsExpireInTheBroker: commands carry their expiry as MQTT 5
+// message expiry; one that waits in an offline device's session past it is
+// dropped by the broker, so the device never runs it late, while a command
+// still valid is delivered when the device comes back, with the seconds it
+// has left. A command already expired is not sent.
+func TestCommandsExpireInTheBroker(t *testing.T) {
+	g, _, _ := start(t)
+	c := persistentConnect(t, g, "dev-1", "key-one-1", func(*paho.Publish) {})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev-1/messages/devicebound/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("the device to be disconnected", func() bool { return atomic.LoadInt64(&g.server.Info.ClientsConnected) == 0 })
+
+	now := time.Now()
+	short := gateway.Command{ID: "short", Device: "dev-1", Name: "reduce_load", Expires: now.Add(time.Second)}
+	long := gateway.Command{ID: "long", Device: "dev-1", Name: "reduce_load", Expires: now.Add(time.Minute)}
+	for _, cmd := range []gateway.Command{short, long} {
+		if err := g.Send(ctx, cmd); err != nil { // the session's subscription takes them
+			t.Fatal(err)
+		}
+	}
+	stale := gateway.Command{ID: "stale", Device: "dev-1", Name: "reduce_load", Expires: now.Add(-time.Second)}
+	if err := g.Send(ctx, stale); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("sending an expired command: %v, want an error saying it expired", err)
+	}
+	// The broker checks its sessions' waiting messages once a second.
+	remembered := func(id string) (found bool) {
+		g.inflight.Range(func(_, v any) bool { found = found || v == id; return !found })
+		return found
+	}
+	waitFor("the broker to drop the expired command", func() bool { return !remembered("short") })
+	if !remembered("long") {
+		t.Fatal("the command still valid was dropped too")
+	}
+
+	got := make(chan *paho.Publish, 4)
+	persistentConnect(t, g, "dev-1", "key-one-1", func(p *paho.Publish) { got <- p })
+	select {
+	case p := <-got:
+		if !strings.Contains(p.Topic, "%24.mid=long") {
+			t.Fatalf("first command after reconnecting: %s, want the one still valid", p.Topic)
+		}
+		if p.Properties == nil || p.Properties.MessageExpiry == nil || *p.Properties.MessageExpiry == 0 || *p.Properties.MessageExpiry > 60 {
+			t.Fatalf("command expiry property %+v, want 1-60 s left", p.Properties)
+		}
+	case <-ctx.Done():
+		t.Fatal("the waiting command was not delivered after the device reconnected")
 	}
 }
