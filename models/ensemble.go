@@ -44,7 +44,7 @@ func (c EnsembleConfig) Validate() error {
 // follows one pointer fewer to each member.
 type Ensemble struct {
 	n     int
-	first [3]Detector // the members, when there are at most three
+	first [4]Detector // the members, when there are at most four (the default has four)
 	more  []Detector  // the members, when there are more
 }
 
