@@ -94,6 +94,24 @@ func newShards(s *Server, n int) ([]*shard, error) {
 	return shards, nil
 }
 
+// warmSince returns the oldest reading time a new detector warms on: the
+// newest stored reading less cfg.WarmWindow, or zero (no bound) when the
+// window is 0 or nothing is stored.
+func (s *Server) warmSince(ctx context.Context) time.Time {
+	if s.cfg.WarmWindow <= 0 {
+		return time.Time{}
+	}
+	latest, ok, err := s.store.LatestReading(ctx)
+	if err != nil {
+		s.log.Warn("warm-up history not bounded", "err", err)
+		return time.Time{}
+	}
+	if !ok {
+		return time.Time{}
+	}
+	return latest.Add(-s.cfg.WarmWindow)
+}
+
 // owns reports whether the shard scores the device's readings.
 func (sh *shard) owns(device int32) bool { return int(uint32(device)%uint32(sh.count)) == sh.index }
 
@@ -334,7 +352,7 @@ func (sh *shard) warm(ctx context.Context, key models.SeriesKey, spec models.Spe
 		return
 	}
 	if n := sh.s.cfg.WarmReadings; n > 0 {
-		ts, xs, err := sh.s.store.SeriesHistory(ctx, key.Device, key.Metric, time.Time{}, time.Time{}, n)
+		ts, xs, err := sh.s.store.SeriesHistory(ctx, key.Device, key.Metric, sh.s.warmSince(ctx), time.Time{}, n)
 		if err != nil {
 			sh.s.log.Error("warming a model on history", "label", label, "err", err)
 		}
@@ -369,7 +387,7 @@ func (sh *shard) warmDefault(ctx context.Context, v modelVersion) {
 		return nil
 	}
 	if n := sh.s.cfg.WarmReadings; n > 0 {
-		err := sh.s.store.RecentHistories(ctx, n, sh.index, sh.count, func(d int32, m int16, ts []time.Time, xs []float64) error {
+		err := sh.s.store.RecentHistories(ctx, n, sh.s.warmSince(ctx), sh.index, sh.count, func(d int32, m int16, ts []time.Time, xs []float64) error {
 			if key := (models.SeriesKey{Device: d, Metric: m}); todo[key] {
 				return replace(key, ts, xs)
 			}
@@ -398,12 +416,13 @@ func (sh *shard) applyVector(ctx context.Context, v modelVersion) error {
 	dev := v.series.Device
 	ids := make([]int16, len(names))
 	tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
+	since := sh.s.warmSince(ctx)
 	for i, name := range names {
 		if ids[i], err = sh.s.store.MetricID(ctx, name); err != nil {
 			return err
 		}
 		if n := sh.s.cfg.WarmReadings; n > 0 {
-			if tss[i], xss[i], err = sh.s.store.SeriesHistory(ctx, dev, ids[i], time.Time{}, time.Time{}, n); err != nil {
+			if tss[i], xss[i], err = sh.s.store.SeriesHistory(ctx, dev, ids[i], since, time.Time{}, n); err != nil {
 				sh.s.log.Error("warming a model on history", "label", v.label, "err", err)
 			}
 		}

@@ -161,3 +161,28 @@ func TestNewDefaultStartsWarm(t *testing.T) {
 		t.Fatalf("%d devices flagged by the new default (%v), want 2", n, err)
 	}
 }
+
+// TestWarmWindow: a new detector warms on the history within WarmWindow of
+// the newest stored reading; with no readings, or no window, on all of it.
+func TestWarmWindow(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.WarmWindow = 48 * time.Hour
+	srv := startServer(t, cfg)
+	if since := srv.warmSince(ctx); !since.IsZero() {
+		t.Fatalf("empty store: warm since %v, want no bound", since)
+	}
+	newest := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	for _, ts := range []time.Time{newest.Add(-90 * 24 * time.Hour), newest, newest.Add(-time.Hour)} {
+		if _, err := srv.Store().DB().Exec(`INSERT INTO telemetry VALUES (?, 1, 0, 1.5)`, ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if since, want := srv.warmSince(ctx), newest.Add(-48*time.Hour); !since.Equal(want) {
+		t.Fatalf("warm since %v, want %v (the newest reading less the window)", since, want)
+	}
+	srv.cfg.WarmWindow = 0
+	if since := srv.warmSince(ctx); !since.IsZero() {
+		t.Fatalf("no window: warm since %v, want no bound", since)
+	}
+}

@@ -57,6 +57,12 @@ type Config struct {
 	// WarmReadings is how much of a series' stored history a new detector
 	// replays before it scores live readings.
 	WarmReadings int
+	// WarmWindow bounds that history in time: only readings within this
+	// long before the newest stored reading are replayed (0: no bound).
+	// Telemetry is stored in arrival order, so the bound lets DuckDB skip
+	// older row groups, and a new model applies as fast on years of data
+	// as on a week.
+	WarmWindow time.Duration
 	// Scorers is how many goroutines score readings, each for its own share
 	// of the devices; 0 means one per CPU (GOMAXPROCS).
 	Scorers int
@@ -78,7 +84,7 @@ func DefaultConfig(dir string) Config {
 	return Config{
 		DataDir: dir, MQTT: mqtt.DefaultConfig(), HTTPAddr: "127.0.0.1:8080",
 		Ingest: ingest.DefaultConfig(), Monitor: models.DefaultMonitorConfig(), Actions: actions.DefaultConfig(), HTTPDevices: httpdev.DefaultConfig(),
-		TickInterval: time.Second, ModelPoll: 2 * time.Second, WarmReadings: 2000,
+		TickInterval: time.Second, ModelPoll: 2 * time.Second, WarmReadings: 2000, WarmWindow: 30 * 24 * time.Hour,
 	}
 }
 
@@ -87,8 +93,8 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("config: a data directory is required (--data DIR)")
 	}
-	if c.TickInterval <= 0 || c.ModelPoll <= 0 || c.WarmReadings < 0 || c.Scorers < 0 {
-		return errors.New("config: tick interval and model poll must be positive, warm readings and scorers not negative")
+	if c.TickInterval <= 0 || c.ModelPoll <= 0 || c.WarmReadings < 0 || c.WarmWindow < 0 || c.Scorers < 0 {
+		return errors.New("config: tick interval and model poll must be positive, warm readings, warm window and scorers not negative")
 	}
 	errs := []error{c.Ingest.Validate(), c.Monitor.Validate(), c.Actions.Validate()}
 	if c.AMQP != nil {

@@ -167,21 +167,38 @@ func (s *Store) SeriesHistory(ctx context.Context, device int32, metric int16, f
 	return ts, xs, rows.Err()
 }
 
+// LatestReading returns the time of the newest stored reading; ok is false
+// when there is none.
+func (s *Store) LatestReading(ctx context.Context) (t time.Time, ok bool, err error) {
+	var nt sql.NullTime
+	if err := s.db.QueryRowContext(ctx, `SELECT max(ts) FROM telemetry`).Scan(&nt); err != nil {
+		return time.Time{}, false, fmt.Errorf("latest reading: %w", err)
+	}
+	return nt.Time, nt.Valid, nil
+}
+
 // RecentHistories streams the most recent readings (at most limit, limit >
 // 0) of every series of the devices whose id is shard modulo shards, one
 // series at a time, in time order, to fn (which must not keep ts and xs:
-// they are reused for the next series). It reads the telemetry once,
-// where a SeriesHistory per series would scan it once per series: warming
-// a new default model on a large fleet is one query per scoring shard. An
-// error returned by fn stops the scan and is returned.
-func (s *Store) RecentHistories(ctx context.Context, limit, shard, shards int, fn func(device int32, metric int16, ts []time.Time, xs []float64) error) error {
+// they are reused for the next series). Only readings at or after since
+// count (all of them when since is zero): telemetry is stored in arrival
+// order, so DuckDB skips the row groups wholly before since, and the scan
+// costs what the recent history holds, not what the table does. It reads
+// the telemetry once, where a SeriesHistory per series would scan it once
+// per series: warming a new default model on a large fleet is one query per
+// scoring shard. An error returned by fn stops the scan and is returned.
+func (s *Store) RecentHistories(ctx context.Context, limit int, since time.Time, shard, shards int, fn func(device int32, metric int16, ts []time.Time, xs []float64) error) error {
 	if limit < 1 || shards < 1 || shard < 0 || shard >= shards {
 		return fmt.Errorf("recent histories: limit %d, shard %d of %d: want limit ≥ 1 and 0 ≤ shard < shards", limit, shard, shards)
 	}
+	where, args := "device_id::UBIGINT % ? = ?", []any{shards, shard}
+	if !since.IsZero() {
+		where, args = "ts >= ? AND "+where, append([]any{since.UTC()}, args...)
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT device_id, metric_id, ts, value FROM telemetry
-		WHERE device_id::UBIGINT % ? = ?
+		WHERE `+where+`
 		QUALIFY row_number() OVER (PARTITION BY device_id, metric_id ORDER BY ts DESC) <= ?
-		ORDER BY device_id, metric_id, ts`, shards, shard, limit)
+		ORDER BY device_id, metric_id, ts`, append(args, limit)...)
 	if err != nil {
 		return fmt.Errorf("recent histories: %w", err)
 	}

@@ -32,6 +32,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	maxRows := fs.Int("batch-rows", def.Ingest.MaxRows, "commit a batch when it holds this many readings")
 	maxDelay := fs.Duration("batch-delay", def.Ingest.MaxDelay, "commit a batch at the latest this long after its first message")
 	patientDelay := fs.Duration("broker-batch-delay", def.Ingest.PatientDelay, "commit a batch holding only messages a broker keeps until vigil accepts them (AMQP) at the latest this long after its first (at least --batch-delay)")
+	warmWindow := fs.Duration("warm-window", def.WarmWindow, "a new model warms on stored history within this long before the newest reading (0: all of it)")
 	scorers := fs.Int("scorers", 0, "goroutines scoring readings, each for its share of the devices (0: one per CPU)")
 	dbThreads := fs.Int("duckdb-threads", 0, "threads DuckDB runs queries on (0: half the CPUs); more speed up large queries, but each one beyond the first costs CPU on every commit")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -54,6 +55,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
 	cfg.Ingest.PatientDelay = *patientDelay
 	cfg.Scorers, cfg.Store.Threads = *scorers, *dbThreads
+	cfg.WarmWindow = *warmWindow
 	if *tlsCert != "" || *tlsKey != "" {
 		certs, err := loadCertFiles(*tlsCert, *tlsKey, 10*time.Second)
 		if err != nil {
