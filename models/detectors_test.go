@@ -190,6 +190,8 @@ func TestParams(t *testing.T) {
 		{KindTail, `{"model":{"kind":"robust_z","params":{"z":4}}}`, ""},
 		{KindTail, `{"model":{"kind":"tail"}}`, "must not itself"},
 		{KindTail, `{"model":{"kind":"robust_z","params":{"z":-4}}}`, "z must"},
+		{KindTail, `{"top":64,"warm_up":200,"guard":40}`, ""},
+		{KindTail, `{"top":2000000,"warm_up":2000000}`, "at most"},
 		{KindEnsemble, `{"members":[{"kind":"ewma_z"},{"kind":"spike"}]}`, ""},
 		{KindEnsemble, `{"members":[]}`, "at least one"},
 		{KindEWMAZ, `{"alpha":0.5}`, ""},

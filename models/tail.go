@@ -51,6 +51,8 @@ func (c TailConfig) Validate() error {
 		return errors.New("tail: warm_up must be at least top")
 	case c.Guard < 0:
 		return errors.New("tail: guard must not be negative")
+	case c.Top > 1<<20 || c.Guard > 1<<20 || c.WarmUp > 1<<30:
+		return errors.New("tail: top and guard must be at most 2^20, warm_up at most 2^30")
 	case !(c.Floor > 0):
 		return errors.New("tail: floor must be positive")
 	case !(c.Alarm > 0 && c.Alarm < 1):
@@ -88,15 +90,22 @@ func (c TailConfig) Validate() error {
 // the Guard latest ones. With the default sizes both live in the Tail
 // itself, and a wrapped seasonal or ewma_z detector is allocated with it,
 // so a reading touches one allocation rather than four.
+//
+// Every Update reads the fields before topBuf, so they are kept to two
+// cache lines: of the configuration only the numbers Update uses are kept,
+// as narrow as they can be.
 type Tail struct {
 	inner    Detector
 	top      minHeap
 	guard    []float64
 	sum      float64
 	n        int
-	ghead    int
 	logAlarm float64 // math.Log(cfg.Alarm)
-	cfg      TailConfig
+	floor    float64 // cfg.Floor
+	warmUp   int32   // cfg.WarmUp
+	topN     int32   // cfg.Top
+	guardN   int32   // cfg.Guard
+	ghead    int32
 	topBuf   [32]float64
 	guardBuf [16]float64
 }
@@ -157,7 +166,8 @@ func NewTail(cfg TailConfig) (*Tail, error) {
 	default:
 		d = &Tail{inner: inner}
 	}
-	d.cfg, d.logAlarm = cfg, math.Log(cfg.Alarm)
+	d.logAlarm, d.floor = math.Log(cfg.Alarm), cfg.Floor
+	d.warmUp, d.topN, d.guardN = int32(cfg.WarmUp), int32(cfg.Top), int32(cfg.Guard)
 	if cfg.Top <= len(d.topBuf) {
 		d.top = d.topBuf[:0:cfg.Top]
 	} else {
@@ -180,23 +190,23 @@ func (d *Tail) Update(ts time.Time, x float64) Score {
 		return s
 	}
 	v := math.Log1p(math.Abs(s.Deviation))
-	if d.n >= d.cfg.WarmUp {
+	if d.n >= int(d.warmUp) {
 		u := d.top[0]
 		if v > u {
 			k := float64(len(d.top))
-			beta := math.Max(d.sum/k-u, d.cfg.Floor)
+			beta := math.Max(d.sum/k-u, d.floor)
 			logp := math.Log(k/float64(d.n)) - (v-u)/beta
 			s.Value = math.Min(1, 0.5*logp/d.logAlarm)
 		}
 	}
-	if d.cfg.Guard > 0 {
-		if len(d.guard) < d.cfg.Guard {
+	if d.guardN > 0 {
+		if len(d.guard) < int(d.guardN) {
 			d.guard = append(d.guard, v)
 			return s
 		}
 		v, d.guard[d.ghead] = d.guard[d.ghead], v
 		d.ghead++
-		if d.ghead == len(d.guard) {
+		if int(d.ghead) == len(d.guard) {
 			d.ghead = 0
 		}
 	}
@@ -208,10 +218,10 @@ func (d *Tail) Update(ts time.Time, x float64) Score {
 func (d *Tail) learn(v float64) {
 	d.n++
 	switch {
-	case len(d.top) < d.cfg.Top:
+	case len(d.top) < int(d.topN):
 		d.top = append(d.top, v)
 		d.sum += v
-		if len(d.top) == d.cfg.Top {
+		if len(d.top) == int(d.topN) {
 			d.top.init()
 		} else {
 			// Keep the minimum at index 0 until the heap is built.
