@@ -27,11 +27,21 @@ import (
 // same state as warming them round-robin in a fraction of the time; the
 // timed loop then goes round-robin. VIGIL_BENCH_SERIES sets the number of
 // series (default 100,000).
+//
+// With VIGIL_BENCH_MEMBERS=1 it also measures each member of the default
+// ensemble on its own.
 func BenchmarkScore(b *testing.B) {
-	for _, c := range []struct {
+	type run struct {
 		name string
 		spec Spec
-	}{{"default", DefaultSpec()}, {"live", LiveSpec()}, {"ewma_z", Spec{Kind: KindEWMAZ}}} {
+	}
+	runs := []run{{"default", DefaultSpec()}, {"live", LiveSpec()}, {"ewma_z", Spec{Kind: KindEWMAZ}}}
+	if os.Getenv("VIGIL_BENCH_MEMBERS") == "1" {
+		for i, m := range defaultEnsembleConfig().Members {
+			runs = append(runs, run{"member_" + strconv.Itoa(i) + "_" + m.Kind, m})
+		}
+	}
+	for _, c := range runs {
 		b.Run(c.name, func(b *testing.B) { benchScore(b, c.spec) })
 	}
 }
