@@ -385,8 +385,8 @@ func TestPatientMessages(t *testing.T) {
 		t.Fatalf("the urgent message's batch has %d rows, want 4 (the patient message before it too)", n)
 	}
 
-	b2, err := NewBatcher(Config{MaxRows: 10, MaxDelay: 5 * time.Millisecond, PatientDelay: time.Hour, PatientIdle: 5 * time.Millisecond,
-		Queue: 8, DedupeWindow: time.Hour, DedupeIDs: 100}, s, nil, quiet)
+	cfg.PatientIdle = 5 * time.Millisecond
+	b2, err := NewBatcher(cfg, s, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,7 @@ type shard struct {
 type shardJob struct {
 	rec     arrow.RecordBatch
 	models  []modelVersion
+	since   time.Time // with models: the oldest reading they warm on (Server.warmSince)
 	applied chan<- struct{}
 }
 
@@ -193,8 +194,9 @@ func (s *Server) applyModels(ctx context.Context) {
 		return
 	}
 	done := make(chan struct{}, len(s.shards))
+	since := s.warmSince(ctx) // once for every shard and series
 	for _, sh := range s.shards {
-		sh.in <- shardJob{models: vs, applied: done}
+		sh.in <- shardJob{models: vs, since: since, applied: done}
 	}
 	for range s.shards {
 		<-done
@@ -259,14 +261,15 @@ func (sh *shard) run() {
 			continue
 		}
 		for _, v := range job.models {
-			sh.apply(ctx, v)
+			sh.apply(ctx, v, job.since)
 		}
 		job.applied <- struct{}{}
 	}
 }
 
-// apply puts one checked model version to work on the series it owns.
-func (sh *shard) apply(ctx context.Context, v modelVersion) {
+// apply puts one checked model version to work on the series it owns,
+// warmed on their stored readings from since on.
+func (sh *shard) apply(ctx context.Context, v modelVersion, since time.Time) {
 	switch v.scope {
 	case scopeDefault:
 		if err := sh.monitor.SetDefault(v.spec); err != nil {
@@ -274,14 +277,14 @@ func (sh *shard) apply(ctx context.Context, v modelVersion) {
 			return
 		}
 		sh.defaultLabel = v.label
-		sh.warmDefault(ctx, v)
+		sh.warmDefault(ctx, v, since)
 	case scopeSeries:
 		if sh.owns(v.series.Device) {
-			sh.warm(ctx, v.series, v.spec, true, v.label)
+			sh.warm(ctx, v.series, v.spec, since, v.label)
 		}
 	case scopeDevice:
 		if sh.owns(v.series.Device) {
-			if err := sh.applyVector(ctx, v); err != nil {
+			if err := sh.applyVector(ctx, v, since); err != nil {
 				sh.s.log.Error("model not applied", "model", v.name, "version", v.version, "err", err)
 			}
 		}
@@ -343,31 +346,29 @@ func (sh *shard) transition(ctx context.Context, key models.SeriesKey, t time.Ti
 	}
 }
 
-// warm builds a detector for key, replays the series' recent history
-// through it and puts it to work.
-func (sh *shard) warm(ctx context.Context, key models.SeriesKey, spec models.Spec, own bool, label string) {
+// warm builds the series' own detector for key, replays the series'
+// recent history (from since on) through it and puts it to work.
+func (sh *shard) warm(ctx context.Context, key models.SeriesKey, spec models.Spec, since time.Time, label string) {
 	det, err := models.New(spec)
 	if err != nil {
 		sh.s.log.Error("model not applied", "label", label, "err", err)
 		return
 	}
 	if n := sh.s.cfg.WarmReadings; n > 0 {
-		ts, xs, err := sh.s.store.SeriesHistory(ctx, key.Device, key.Metric, sh.s.warmSince(ctx), time.Time{}, n)
+		ts, xs, err := sh.s.store.SeriesHistory(ctx, key.Device, key.Metric, since, time.Time{}, n)
 		if err != nil {
 			sh.s.log.Error("warming a model on history", "label", label, "err", err)
 		}
 		models.ScoreSeries(det, ts, xs)
 	}
-	sh.monitor.Replace(key, det, own)
-	if own {
-		sh.labels[key] = label
-	}
+	sh.monitor.Replace(key, det, true)
+	sh.labels[key] = label
 }
 
 // warmDefault gives every series of the shard that runs the default model
 // a new detector of version v, warmed on the series' recent history, read
 // for all of them in one scan.
-func (sh *shard) warmDefault(ctx context.Context, v modelVersion) {
+func (sh *shard) warmDefault(ctx context.Context, v modelVersion, since time.Time) {
 	keys := sh.monitor.DefaultSeries()
 	if len(keys) == 0 {
 		return
@@ -387,7 +388,7 @@ func (sh *shard) warmDefault(ctx context.Context, v modelVersion) {
 		return nil
 	}
 	if n := sh.s.cfg.WarmReadings; n > 0 {
-		err := sh.s.store.RecentHistories(ctx, n, sh.s.warmSince(ctx), sh.index, sh.count, func(d int32, m int16, ts []time.Time, xs []float64) error {
+		err := sh.s.store.RecentHistories(ctx, n, since, sh.index, sh.count, func(d int32, m int16, ts []time.Time, xs []float64) error {
 			if key := (models.SeriesKey{Device: d, Metric: m}); todo[key] {
 				return replace(key, ts, xs)
 			}
@@ -408,7 +409,7 @@ func (sh *shard) warmDefault(ctx context.Context, v modelVersion) {
 // applyVector builds a device's vector model, warms it on the device's
 // recent stored history of its metrics, lined up by timestamp, and puts it
 // to work from the next reading after that history.
-func (sh *shard) applyVector(ctx context.Context, v modelVersion) error {
+func (sh *shard) applyVector(ctx context.Context, v modelVersion, since time.Time) error {
 	det, names, err := models.NewVector(v.spec)
 	if err != nil {
 		return err
@@ -416,7 +417,6 @@ func (sh *shard) applyVector(ctx context.Context, v modelVersion) error {
 	dev := v.series.Device
 	ids := make([]int16, len(names))
 	tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
-	since := sh.s.warmSince(ctx)
 	for i, name := range names {
 		if ids[i], err = sh.s.store.MetricID(ctx, name); err != nil {
 			return err
