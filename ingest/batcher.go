@@ -215,30 +215,29 @@ func (b *Batcher) Stats() Stats {
 }
 
 type pending struct {
-	builder *array.RecordBuilder
-	ts      *array.TimestampBuilder
-	dev     *array.Int32Builder
-	metric  *array.Int16Builder
-	val     *array.Float64Builder
-	rows    int
-	dead    []store.DeadLetter
-	settle  []func(error)
-	nDead   int
-	nMsgs   int // messages stored by this batch (not duplicates)
-	ids     *array.RecordBuilder
-	keys    map[store.MessageKey]time.Time
+	cols   store.TelemetryColumns // the readings
+	rows   int
+	dead   []store.DeadLetter
+	settle []func(error)
+	nDead  int
+	nMsgs  int // messages stored by this batch (not duplicates)
+	ids    *array.RecordBuilder
+	keys   map[store.MessageKey]time.Time
 }
 
 func newPending() *pending {
-	rb := array.NewRecordBuilder(memory.DefaultAllocator, store.TelemetrySchema)
 	return &pending{
-		builder: rb,
-		ts:      rb.Field(0).(*array.TimestampBuilder),
-		dev:     rb.Field(1).(*array.Int32Builder),
-		metric:  rb.Field(2).(*array.Int16Builder),
-		val:     rb.Field(3).(*array.Float64Builder),
-		ids:     array.NewRecordBuilder(memory.DefaultAllocator, store.MessageIDSchema),
-		keys:    map[store.MessageKey]time.Time{},
+		ids:  array.NewRecordBuilder(memory.DefaultAllocator, store.MessageIDSchema),
+		keys: map[store.MessageKey]time.Time{},
+	}
+}
+
+// fresh gives the batch new columns with room for n readings: the old ones
+// may live on in a record the observer holds.
+func (p *pending) fresh(n int) {
+	p.cols = store.TelemetryColumns{
+		TS: make([]int64, 0, n), DeviceID: make([]int32, 0, n),
+		MetricID: make([]int16, 0, n), Value: make([]float64, 0, n),
 	}
 }
 
@@ -282,7 +281,6 @@ func earliest(a, b time.Time) time.Time {
 func (b *Batcher) run() {
 	defer close(b.done)
 	p := newPending()
-	defer p.builder.Release()
 	defer p.ids.Release()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -405,25 +403,23 @@ func (b *Batcher) add(p *pending, it item) {
 		})
 		p.nDead++
 	} else {
-		n := rs.Len()
-		p.ts.Reserve(n)
-		p.dev.Reserve(n)
-		p.metric.Reserve(n)
-		for i := range n {
-			p.ts.UnsafeAppend(arrow.Timestamp(rs.TS[i]))
-			p.dev.UnsafeAppend(m.Device.ID)
-			p.metric.UnsafeAppend(ids[rs.Metric[i]])
+		c := &p.cols
+		c.TS = append(c.TS, rs.TS...)
+		c.Value = append(c.Value, rs.Value...)
+		for _, k := range rs.Metric {
+			c.MetricID = append(c.MetricID, ids[k])
+			c.DeviceID = append(c.DeviceID, m.Device.ID)
 		}
-		p.val.AppendValues(rs.Value, nil)
-		p.rows += n
+		p.rows += rs.Len()
 	}
 	p.settle = append(p.settle, m.Settle)
 }
 
 // flush commits the pending batch, settles its messages and hands the
-// committed readings to the observer. The builder is reset for reuse.
+// committed readings to the observer. The columns are kept for the next
+// batch unless the observer took them.
 func (b *Batcher) flush(p *pending) {
-	rec := p.builder.NewRecordBatch()
+	rec := p.cols.Record()
 	defer rec.Release()
 	ids := p.ids.NewRecordBatch()
 	defer ids.Release()
@@ -456,6 +452,11 @@ func (b *Batcher) flush(p *pending) {
 	if err == nil && rec.NumRows() > 0 && b.observe != nil {
 		rec.Retain()
 		b.observe(rec)
+		// The next batch will likely be as large as this one.
+		p.fresh(min(max(p.rows, 1024), b.cfg.MaxRows+MaxReadingsPerMessage))
+	} else {
+		p.cols.TS, p.cols.DeviceID = p.cols.TS[:0], p.cols.DeviceID[:0]
+		p.cols.MetricID, p.cols.Value = p.cols.MetricID[:0], p.cols.Value[:0]
 	}
 	p.rows, p.nDead, p.nMsgs = 0, 0, 0
 	clear(p.keys)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/store"
@@ -410,5 +411,48 @@ func settledWithin(t *testing.T, settled <-chan error, why string) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal(why)
+	}
+}
+
+// TestObservedBatchesKeepTheirReadings: a record the observer still holds
+// keeps its readings while later batches fill and commit (the batcher must
+// not write the next batch into columns the observer was given), and every
+// reading reaches the observer with its device and value.
+func TestObservedBatchesKeepTheirReadings(t *testing.T) {
+	s := newStore(t)
+	held := make(chan arrow.RecordBatch, 8)
+	b, err := NewBatcher(testConfig(4, time.Hour, 64), s, func(rec arrow.RecordBatch) { held <- rec }, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 12 { // 12 messages × 2 readings: six batches of 4
+		body := fmt.Sprintf(`{"a": %d, "b": %d}`, i, 100+i)
+		if err := b.Submit(context.Background(), gateway.Message{Device: gateway.Device{ID: int32(i + 1)}, Body: []byte(body), Received: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(held)
+	i := 0
+	for rec := range held {
+		devs := rec.Column(1).(*array.Int32)
+		vals := rec.Column(3).(*array.Float64)
+		for r := range int(rec.NumRows()) {
+			msg := i / 2
+			want := float64(msg)
+			if i%2 == 1 {
+				want = float64(100 + msg)
+			}
+			if devs.Value(r) != int32(msg+1) || vals.Value(r) != want {
+				t.Errorf("reading %d: device %d value %v, want device %d value %v", i, devs.Value(r), vals.Value(r), msg+1, want)
+			}
+			i++
+		}
+		rec.Release()
+	}
+	if i != 24 {
+		t.Fatalf("the observer saw %d readings, want 24", i)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	duckdb "github.com/duckdb/duckdb-go/v2"
 )
 
@@ -43,6 +44,43 @@ var TelemetrySchema = arrow.NewSchema([]arrow.Field{
 	{Name: "metric_id", Type: arrow.PrimitiveTypes.Int16},
 	{Name: "value", Type: arrow.PrimitiveTypes.Float64},
 }, nil)
+
+// TelemetryColumns is a batch of readings as plain columns, row i being
+// the value Value[i] of metric MetricID[i] of device DeviceID[i] at TS[i]
+// (microseconds since the Unix epoch). All four have the same length.
+type TelemetryColumns struct {
+	TS       []int64
+	DeviceID []int32
+	MetricID []int16
+	Value    []float64
+}
+
+// Record wraps the columns as a record of TelemetrySchema without copying
+// them: the record holds the slices, which must not change while it lives.
+// Every value is valid, so no validity bitmap is built or scanned.
+func (c TelemetryColumns) Record() arrow.RecordBatch {
+	n := len(c.Value)
+	if len(c.TS) != n || len(c.DeviceID) != n || len(c.MetricID) != n {
+		panic(fmt.Sprintf("store: telemetry columns of %d, %d, %d and %d rows", len(c.TS), len(c.DeviceID), len(c.MetricID), n))
+	}
+	col := func(t arrow.DataType, b []byte) arrow.Array {
+		d := array.NewData(t, n, []*memory.Buffer{nil, memory.NewBufferBytes(b)}, nil, 0, 0)
+		defer d.Release()
+		return array.MakeFromData(d)
+	}
+	f := TelemetrySchema.Fields()
+	cols := []arrow.Array{
+		col(f[0].Type, arrow.Int64Traits.CastToBytes(c.TS)),
+		col(f[1].Type, arrow.Int32Traits.CastToBytes(c.DeviceID)),
+		col(f[2].Type, arrow.Int16Traits.CastToBytes(c.MetricID)),
+		col(f[3].Type, arrow.Float64Traits.CastToBytes(c.Value)),
+	}
+	rec := array.NewRecordBatch(TelemetrySchema, cols, int64(n))
+	for _, a := range cols {
+		a.Release()
+	}
+	return rec
+}
 
 // Errors callers branch on.
 var (
