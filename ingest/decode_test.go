@@ -105,6 +105,7 @@ func FuzzDecodeFastMatchesGeneral(f *testing.F) {
 		`{"a": 1}`, `[{"ts": "2026-01-01T00:00:00Z", "b": 2.5, "a": -0}, {"c": 1e3}]`, ` { "x" : 1.5e-3 } `,
 		`{"a": 1, "a": 2}`, `{"ts": "2026-01-01T00:00:00+02:00", "z": 1, "y": 2}`, `{"a": 01}`, `{"a": 1.}`,
 		`{"é": 1}`, `{"a\u0062": 1}`, `[{"a": 1},]`, `{"a": 1e999}`, `{"ts": "2026-13-01T00:00:00Z", "a": 1}`,
+		shapeBodies[0], shapeBodies[1], `[{"a": 1, "b": 2}, {"a": 3, "a": 4}]`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -130,6 +131,44 @@ func FuzzDecodeFastMatchesGeneral(f *testing.F) {
 	})
 }
 
+// shapeBodies are arrays whose objects change their keys from one to the
+// next: another order, "ts" elsewhere, fewer or more keys, a name that
+// begins like the one before it, a minute that changes.
+var shapeBodies = []string{
+	`[{"ts":"2026-01-01T00:00:00Z","temp":1,"temperature":2},{"temperature":3,"temp":4,"ts":"2026-01-01T00:00:01Z"},` +
+		`{"temp":5},{"tempx":6,"ts":"2026-01-01T00:01:59Z"},{"temp":7,"tempx":8,"t":9},{"ts":"2026-01-01T00:01:59.5+01:00","te":10}]`,
+	`[{"a":1,"b":2},{"a":3},{"a":4,"b":5,"c":6},{"b":7,"a":8},{"ts":"2026-01-01T00:00:00Z","a":9}]`,
+}
+
+// TestDecodeShapeChanges: when the objects of an array change their keys,
+// the fast path, which tries the keys of the object before first, still
+// takes the body and decodes the same readings as the general path; a key
+// repeated within an object is still declined.
+func TestDecodeShapeChanges(t *testing.T) {
+	recv := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	for _, body := range shapeBodies {
+		fast, ok := decodeFast([]byte(body), recv)
+		if !ok {
+			t.Fatalf("the fast path declined %s", body)
+		}
+		general, err := decodeGeneral([]byte(body), recv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fast.Len() != len(general) {
+			t.Fatalf("%s: fast path %d readings, general %d", body, fast.Len(), len(general))
+		}
+		for i, g := range general {
+			if f := fast.At(i); f.Metric != g.Metric || !f.TS.Equal(g.TS) || f.Value != g.Value {
+				t.Fatalf("%s reading %d: fast %+v, general %+v", body, i, f, g)
+			}
+		}
+	}
+	if _, ok := decodeFast([]byte(`[{"a":1,"b":2},{"a":3,"a":4}]`), recv); ok {
+		t.Error("the fast path took an object with a repeated key")
+	}
+}
+
 func TestFastPathTakesTheCommonShapes(t *testing.T) {
 	recv := time.Now()
 	for _, body := range []string{
@@ -144,16 +183,7 @@ func TestFastPathTakesTheCommonShapes(t *testing.T) {
 }
 
 func BenchmarkDecode(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteByte('[')
-	for i := range 50 {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		fmt.Fprintf(&sb, `{"ts":"2026-11-29T00:00:%02dZ","temperature":%.3f,"vibration":%.4f}`, i, 70+float64(i%7)*0.1, 0.3+float64(i%5)*0.01)
-	}
-	sb.WriteByte(']')
-	body := []byte(sb.String())
+	body := telemetryBody()
 	now := time.Now()
 	for _, c := range []struct {
 		name string

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"time"
 	"unsafe"
@@ -17,6 +18,7 @@ import (
 // wrong with it. FuzzDecodeFastMatchesGeneral holds the two to agreement.
 func decodeFast(body []byte, received time.Time) (Readings, bool) {
 	p := fastParser{b: body, received: received.UnixMicro()}
+	p.shape = p.shapeBuf[:0]
 	p.ws()
 	ok := false
 	switch p.peek() {
@@ -66,7 +68,13 @@ type fastParser struct {
 	received int64            // µs since the epoch: the time of readings without "ts"
 	out      Readings         // what the body decodes to so far
 	index    map[string]int32 // out.Names by name, once there are many
+	shape    []int32          // the keys of the last object, in order: tsKey or a metric
+	shapeBuf [8]int32         // shape's first home
+	minute   minuteCache
 }
+
+// tsKey stands for the "ts" key in fastParser.shape.
+const tsKey = -1
 
 // grow gives the output columns room for n readings.
 func (p *fastParser) grow(n int) {
@@ -83,6 +91,9 @@ func (p *fastParser) peek() byte {
 }
 
 func (p *fastParser) ws() {
+	if p.i < len(p.b) && p.b[p.i] > ' ' { // nearly always: no space
+		return
+	}
 	for p.i < len(p.b) {
 		switch p.b[p.i] {
 		case ' ', '\t', '\n', '\r':
@@ -96,40 +107,50 @@ func (p *fastParser) ws() {
 // str scans a string without escapes and returns its bytes. It looks at
 // eight bytes at a time for a quote, a backslash or a control character
 // (the zero-byte test of Mycroft's "haszero", as in Warren's "Hacker's
-// Delight", section 6-1), then finds which byte it was one at a time.
+// Delight", section 6-1); the lowest byte the test flags is the first such
+// byte, so the scan stops right on it.
 func (p *fastParser) str() ([]byte, bool) {
-	if p.peek() != '"' {
+	b := p.b
+	if p.i >= len(b) || b[p.i] != '"' {
 		return nil, false
 	}
 	start := p.i + 1
 	j := start
-	for ; j+8 <= len(p.b); j += 8 {
-		w := binary.LittleEndian.Uint64(p.b[j:])
-		if special(w) {
-			break
+	for ; j+8 <= len(b); j += 8 {
+		if m := specialMask(binary.LittleEndian.Uint64(b[j:])); m != 0 {
+			j += bits.TrailingZeros64(m) >> 3
+			return p.strEnd(start, j)
 		}
 	}
-	for ; j < len(p.b); j++ {
-		switch c := p.b[j]; {
-		case c == '"':
-			p.i = j + 1
-			return p.b[start:j], true
-		case c == '\\' || c < 0x20:
-			return nil, false
+	for ; j < len(b); j++ {
+		if c := b[j]; c == '"' || c == '\\' || c < 0x20 {
+			return p.strEnd(start, j)
 		}
 	}
 	return nil, false
 }
 
-// special reports whether any byte of w is a quote, a backslash or below
-// 0x20.
-func special(w uint64) bool {
+// strEnd ends the string that began at start on the special byte at j:
+// a quote ends it, an escape or a control character declines it.
+func (p *fastParser) strEnd(start, j int) ([]byte, bool) {
+	if p.b[j] != '"' {
+		return nil, false
+	}
+	p.i = j + 1
+	return p.b[start:j], true
+}
+
+// specialMask returns a word with the high bit set in the bytes of w that
+// are a quote, a backslash or below 0x20. Bytes above the first such byte
+// may be flagged wrongly (a borrow runs into them), the first never is, so
+// the lowest set bit is exact.
+func specialMask(w uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	hasZero := func(v uint64) uint64 { return (v - ones) &^ v & highs }
 	// Bytes below 0x20: v - 0x20 borrows into the high bit; bytes with the
 	// high bit set (UTF-8) are excluded by &^ w.
 	below := (w - 0x20*ones) &^ w & highs
-	return below|hasZero(w^('"'*ones))|hasZero(w^('\\'*ones)) != 0
+	return below | hasZero(w^('"'*ones)) | hasZero(w^('\\'*ones))
 }
 
 // number scans a JSON number and returns its value. Numbers whose digits
@@ -146,22 +167,16 @@ func (p *fastParser) number() (float64, bool) {
 	if neg {
 		j++
 	}
-	var mant uint64
-	exact := true // mant holds every digit so far, below 2^53
-	exp := 0      // decimal exponent to apply to mant
-	digit := func(c byte) {
-		if mant > (1<<53-9)/10 {
-			exact = false
-			return
-		}
-		mant = mant*10 + uint64(c-'0')
-	}
+	var mant uint64 // the digits, exact while nd ≤ 19
+	nd := 0         // digits in mant
+	exp := 0        // decimal exponent to apply to mant
 	switch {
 	case j < len(b) && b[j] == '0':
 		j++
 	case j < len(b) && b[j] >= '1' && b[j] <= '9':
-		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
-			digit(b[j])
+		for ; j < len(b) && b[j]-'0' < 10; j++ {
+			mant = mant*10 + uint64(b[j]-'0')
+			nd++
 		}
 	default:
 		return 0, false
@@ -169,13 +184,14 @@ func (p *fastParser) number() (float64, bool) {
 	if j < len(b) && b[j] == '.' {
 		j++
 		k := j
-		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
-			digit(b[j])
-			exp--
+		for ; j < len(b) && b[j]-'0' < 10; j++ {
+			mant = mant*10 + uint64(b[j]-'0')
 		}
 		if j == k {
 			return 0, false
 		}
+		nd += j - k
+		exp = k - j
 	}
 	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
 		j++
@@ -199,7 +215,7 @@ func (p *fastParser) number() (float64, bool) {
 		exp += e
 	}
 	p.i = j
-	if exact && exp >= -22 && exp <= 22 {
+	if nd <= 19 && mant < 1<<53 && exp >= -22 && exp <= 22 {
 		f := float64(mant)
 		if exp < 0 {
 			f /= pow10[-exp]
@@ -230,8 +246,9 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // else, including every out-of-range field, is left to time.Parse, which
 // accepts or refuses it.
 func timestamp(s []byte) (time.Time, bool) {
-	if t, ok := fastRFC3339(s); ok {
-		return t, true
+	var m minuteCache
+	if secs, nsec, ok := m.fastRFC3339(s); ok {
+		return time.Unix(secs, int64(nsec)).UTC(), true
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(s))
 	if err != nil {
@@ -240,11 +257,33 @@ func timestamp(s []byte) (time.Time, bool) {
 	return t.UTC(), true
 }
 
-// fastRFC3339 reads the common form of an RFC 3339 timestamp, or returns
-// false for time.Parse to decide.
-func fastRFC3339(s []byte) (time.Time, bool) {
-	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
-		return time.Time{}, false
+// minuteCache remembers the minute of the last timestamp read in the
+// common form: the timestamps of one message mostly share it, and their
+// date and time up to the minute are then neither parsed nor checked
+// again.
+type minuteCache struct {
+	prefix [16]byte // "YYYY-MM-DDTHH:MM", already checked
+	secs   int64    // its seconds since the epoch, before the zone offset
+	ok     bool
+}
+
+// micros parses an RFC 3339 timestamp as timestamp does and returns it in
+// microseconds since the epoch (the store's resolution), as
+// time.Time.UnixMicro would.
+func (m *minuteCache) micros(s []byte) (int64, bool) {
+	if secs, nsec, ok := m.fastRFC3339(s); ok {
+		return secs*1e6 + int64(nsec/1e3), true
+	}
+	t, ok := timestamp(s)
+	return t.UnixMicro(), ok
+}
+
+// fastRFC3339 reads the common form of an RFC 3339 timestamp into seconds
+// since the epoch and nanoseconds, or returns false for time.Parse to
+// decide.
+func (m *minuteCache) fastRFC3339(s []byte) (secs int64, nsec int, ok bool) {
+	if len(s) < 20 || s[16] != ':' {
+		return 0, 0, false
 	}
 	num := func(i, n int) int {
 		v := 0
@@ -256,13 +295,24 @@ func fastRFC3339(s []byte) (time.Time, bool) {
 		}
 		return v
 	}
-	year, month, day := num(0, 4), num(5, 2), num(8, 2)
-	hour, min, sec := num(11, 2), num(14, 2), num(17, 2)
-	if year < 1 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
-		hour < 0 || hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 59 {
-		return time.Time{}, false
+	if !m.ok || string(s[:16]) != string(m.prefix[:]) {
+		if s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' {
+			return 0, 0, false
+		}
+		year, month, day := num(0, 4), num(5, 2), num(8, 2)
+		hour, min := num(11, 2), num(14, 2)
+		if year < 1 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+			hour < 0 || hour > 23 || min < 0 || min > 59 {
+			return 0, 0, false
+		}
+		copy(m.prefix[:], s)
+		m.secs, m.ok = daysSinceEpoch(year, month, day)*86400+int64(hour*3600+min*60), true
 	}
-	i, nsec := 19, 0
+	sec := num(17, 2)
+	if sec < 0 || sec > 59 {
+		return 0, 0, false
+	}
+	i := 19
 	if s[i] == '.' {
 		i++
 		k := i
@@ -271,7 +321,7 @@ func fastRFC3339(s []byte) (time.Time, bool) {
 		}
 		n := i - k
 		if n < 1 || n > 9 {
-			return time.Time{}, false
+			return 0, 0, false
 		}
 		for ; n < 9; n++ {
 			nsec *= 10
@@ -283,17 +333,16 @@ func fastRFC3339(s []byte) (time.Time, bool) {
 	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
 		oh, om := num(i+1, 2), num(i+4, 2)
 		if oh < 0 || oh > 23 || om < 0 || om > 59 {
-			return time.Time{}, false
+			return 0, 0, false
 		}
 		offset = (oh*60 + om) * 60
 		if rest[0] == '-' {
 			offset = -offset
 		}
 	default:
-		return time.Time{}, false
+		return 0, 0, false
 	}
-	secs := daysSinceEpoch(year, month, day)*86400 + int64(hour*3600+min*60+sec-offset)
-	return time.Unix(secs, int64(nsec)).UTC(), true
+	return m.secs + int64(sec-offset), nsec, true
 }
 
 // daysIn returns the number of days in month of year (proleptic
@@ -370,6 +419,41 @@ func (p *fastParser) name(b []byte) (int32, bool) {
 	return k, true
 }
 
+// key reads the n-th key of an object: tsKey for "ts", else the metric it
+// names. Objects in an array mostly repeat the keys of the one before in
+// the same order, so the key that object had in place n is tried first by
+// comparing bytes; a metric name holds no quote or escape, so a match is
+// what str and name would have found.
+func (p *fastParser) key(n int) (int32, bool) {
+	if n < len(p.shape) {
+		k := p.shape[n]
+		name := "ts"
+		if k != tsKey {
+			name = p.out.Names[k]
+		}
+		if e := p.i + 1 + len(name); e < len(p.b) && p.b[p.i] == '"' && p.b[e] == '"' && string(p.b[p.i+1:e]) == name {
+			p.i = e + 1
+			return k, true
+		}
+	}
+	raw, ok := p.str()
+	if !ok {
+		return 0, false
+	}
+	k := int32(tsKey)
+	if string(raw) != "ts" {
+		if k, ok = p.name(raw); !ok {
+			return 0, false
+		}
+	}
+	if n < len(p.shape) {
+		p.shape[n] = k
+	} else {
+		p.shape = append(p.shape, k)
+	}
+	return k, true
+}
+
 // object parses one object and appends its readings, dated by its "ts" or
 // the time received, sorted by metric name as the general path sorts them.
 func (p *fastParser) object() bool {
@@ -380,9 +464,9 @@ func (p *fastParser) object() bool {
 	if p.peek() == '}' {
 		return false // no readings: the general path says so
 	}
-	for {
+	for n := 0; ; n++ {
 		p.ws()
-		key, ok := p.str()
+		k, ok := p.key(n)
 		if !ok {
 			return false
 		}
@@ -392,7 +476,7 @@ func (p *fastParser) object() bool {
 		}
 		p.i++
 		p.ws()
-		if string(key) == "ts" {
+		if k == tsKey {
 			if haveTS {
 				return false
 			}
@@ -400,16 +484,11 @@ func (p *fastParser) object() bool {
 			if !ok {
 				return false
 			}
-			t, ok := timestamp(s)
-			if !ok {
+			if ts, ok = p.minute.micros(s); !ok {
 				return false
 			}
-			ts, haveTS = t.UnixMicro(), true
+			haveTS = true
 		} else {
-			k, ok := p.name(key)
-			if !ok {
-				return false
-			}
 			for _, m := range p.out.Metric[first:] {
 				if m == k {
 					return false // duplicate key
@@ -429,6 +508,7 @@ func (p *fastParser) object() bool {
 			continue
 		case '}':
 			p.i++
+			p.shape = p.shape[:n+1]
 		default:
 			return false
 		}

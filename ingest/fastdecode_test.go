@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -59,9 +60,10 @@ func TestNumberMatchesParseFloat(t *testing.T) {
 	}
 }
 
-// TestTimestampMatchesTimeParse holds timestamp to time.Parse with
-// RFC3339Nano: the same instant for every string time.Parse accepts, and a
-// refusal for every string it refuses.
+// TestTimestampMatchesTimeParse holds timestamp, and the parser's
+// minute-remembering micros, to time.Parse with RFC3339Nano: the same
+// instant for every string time.Parse accepts, and a refusal for every
+// string it refuses.
 func TestTimestampMatchesTimeParse(t *testing.T) {
 	cases := []string{
 		"2026-11-29T04:59:58Z", "2026-11-29T04:59:58.5Z", "2026-11-29T04:59:58.123456789Z",
@@ -79,8 +81,20 @@ func TestTimestampMatchesTimeParse(t *testing.T) {
 		zone := time.FixedZone("", (rng.IntN(48)-24)*1800)
 		cases = append(cases, ts.In(zone).Format(layout))
 	}
+	// Timestamps that share a minute with the one before, valid and not:
+	// the second is read from the minute the parser remembers.
+	for _, c := range []string{"2026-11-29T04:59:", "2024-02-29T23:59:", "2026-11-29T04:59-"} {
+		for _, rest := range []string{"00Z", "59.999999Z", "60Z", "5aZ", "00+01:00", "00+01:60", "00.Z", "00"} {
+			cases = append(cases, c+rest)
+		}
+	}
+	var minute minuteCache // one for all cases, as in a message
 	for _, c := range cases {
 		want, werr := time.Parse(time.RFC3339Nano, c)
+		us, uok := minute.micros([]byte(c))
+		if uok != (werr == nil) || uok && us != want.UnixMicro() {
+			t.Fatalf("micros(%q) = %d, %v after %v; time.Parse gives %v, %v", c, us, uok, minute.prefix, want.UnixMicro(), werr)
+		}
 		got, ok := timestamp([]byte(c))
 		switch {
 		case werr != nil && ok:
@@ -113,37 +127,42 @@ func BenchmarkTimestamp(b *testing.B) {
 	})
 }
 
-// TestSpecialFindsEveryStop: the eight-bytes-at-a-time test never misses a
-// quote, a backslash or a control character in any position, whatever the
-// other bytes (a miss would read past the end of a string).
-func TestSpecialFindsEveryStop(t *testing.T) {
-	naive := func(w uint64) bool {
+// TestSpecialMaskFindsTheFirstStop: the eight-bytes-at-a-time test flags
+// the first quote, backslash or control character of any word as its
+// lowest byte, whatever the other bytes, and flags nothing in a word
+// without one (a miss would read past the end of a string, a wrong first
+// byte would cut it short).
+func TestSpecialMaskFindsTheFirstStop(t *testing.T) {
+	first := func(w uint64) int { // the first stop byte, 8 if none
 		for k := range 8 {
 			if c := byte(w >> (8 * k)); c == '"' || c == '\\' || c < 0x20 {
-				return true
+				return k
 			}
 		}
-		return false
+		return 8
 	}
 	rng := rand.New(rand.NewPCG(5, 8))
 	check := func(w uint64) {
-		if naive(w) && !special(w) {
-			t.Fatalf("special(%#016x) = false, but a byte needs a stop", w)
+		if got, want := bits.TrailingZeros64(specialMask(w))>>3, first(w); got != want {
+			t.Fatalf("specialMask(%#016x) flags byte %d first, want %d", w, got, want)
 		}
 	}
 	for range 200_000 {
 		w := rng.Uint64()
 		check(w)
 		// Plant each stop byte, and the bytes around the thresholds, at a
-		// random position among printable and UTF-8 bytes.
+		// random position among printable and UTF-8 bytes, sometimes a
+		// second one above it.
 		for _, c := range []byte{'"', '\\', 0, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xff} {
 			v := w | 0x4040404040404040
 			k := rng.IntN(8)
 			v = v&^(0xff<<(8*k)) | uint64(c)<<(8*k)
 			check(v)
+			if k < 7 {
+				k2 := k + 1 + rng.IntN(7-k)
+				check(v&^(0xff<<(8*k2)) | uint64([]byte{'"', '\\', 0, 0x20}[rng.IntN(4)])<<(8*k2))
+			}
 		}
 	}
-	if special(0x6162636465666768) { // "abcdefgh" has no stop
-		t.Error("special reported a stop in plain letters")
-	}
+	check(0x6162636465666768) // "abcdefgh" has no stop
 }
