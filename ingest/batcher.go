@@ -115,8 +115,19 @@ type Stats struct {
 type item struct {
 	msg      gateway.Message
 	readings Readings
-	reason   string // non-empty: dead letter
+	reason   string    // non-empty: dead letter
+	columns  *Readings // from columnsPool: where readings' columns go back after add
 }
+
+// columnsPool holds decoded messages' columns for reuse: the batcher copies
+// a message's readings into its batch, so its columns are free again
+// right after, and reusing them spares the garbage collector ~3 KB per
+// 100-reading message.
+var columnsPool = sync.Pool{New: func() any { return new(Readings) }}
+
+// maxPooledReadings bounds the columns kept for reuse: a rare huge
+// message's are left to the garbage collector.
+const maxPooledReadings = 4096
 
 // Batcher micro-batches telemetry into Arrow records and commits them.
 // Submit is safe for concurrent use.
@@ -168,8 +179,8 @@ func (b *Batcher) Submit(ctx context.Context, m gateway.Message) error {
 // (nil when it is): such a message is taken all the same and kept as a dead
 // letter. Gateways that can tell the device why (HTTP) use it.
 func (b *Batcher) SubmitChecked(ctx context.Context, m gateway.Message) (invalid, err error) {
-	it := item{msg: m}
-	rs, invalid := Decode(m.Body, m.Received)
+	it := item{msg: m, columns: columnsPool.Get().(*Readings)}
+	rs, invalid := decodeInto(m.Body, m.Received, *it.columns)
 	if invalid != nil {
 		it.reason = invalid.Error()
 	} else {
@@ -413,6 +424,10 @@ func (b *Batcher) add(p *pending, it item) {
 		p.rows += rs.Len()
 	}
 	p.settle = append(p.settle, m.Settle)
+	if it.columns != nil && cap(rs.Value) <= maxPooledReadings {
+		*it.columns = rs
+		columnsPool.Put(it.columns)
+	}
 }
 
 // flush commits the pending batch, settles its messages and hands the

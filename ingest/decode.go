@@ -79,7 +79,13 @@ const example = `{"temperature": 71.2, "vibration": 0.31}`
 // name within an object. Any invalid part makes the whole body invalid, and
 // the error is a *DecodeError.
 func Decode(body []byte, received time.Time) (Readings, error) {
-	if rs, ok := decodeFast(body, received); ok {
+	return decodeInto(body, received, Readings{})
+}
+
+// decodeInto is Decode that puts the readings into the columns of into
+// where they have room.
+func decodeInto(body []byte, received time.Time, into Readings) (Readings, error) {
+	if rs, ok := decodeFast(body, received, into); ok {
 		return rs, nil
 	}
 	rs, err := decodeGeneral(body, received)

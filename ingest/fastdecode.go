@@ -16,8 +16,10 @@ import (
 // malformed JSON, out-of-range numbers, bad names or timestamps, too many
 // readings); the general path then decodes the body or explains what is
 // wrong with it. FuzzDecodeFastMatchesGeneral holds the two to agreement.
-func decodeFast(body []byte, received time.Time) (Readings, bool) {
-	p := fastParser{b: body, received: received.UnixMicro()}
+// The readings go into the columns of into where they have room.
+func decodeFast(body []byte, received time.Time, into Readings) (Readings, bool) {
+	p := fastParser{b: body, received: received.UnixMicro(), out: into}
+	p.out.Names = p.out.Names[:0]
 	p.shape = p.shapeBuf[:0]
 	p.ws()
 	ok := false
@@ -76,11 +78,15 @@ type fastParser struct {
 // tsKey stands for the "ts" key in fastParser.shape.
 const tsKey = -1
 
-// grow gives the output columns room for n readings.
+// grow gives the output columns room for n readings, in the columns the
+// parser was given if they have it.
 func (p *fastParser) grow(n int) {
-	p.out.Metric = make([]int32, 0, n)
-	p.out.TS = make([]int64, 0, n)
-	p.out.Value = make([]float64, 0, n)
+	o := &p.out
+	if cap(o.Metric) < n || cap(o.TS) < n || cap(o.Value) < n {
+		o.Metric, o.TS, o.Value = make([]int32, 0, n), make([]int64, 0, n), make([]float64, 0, n)
+		return
+	}
+	o.Metric, o.TS, o.Value = o.Metric[:0], o.TS[:0], o.Value[:0]
 }
 
 func (p *fastParser) peek() byte {
