@@ -91,11 +91,25 @@ func fillQueue(tb testing.TB, br *testBroker, vhost, dev, key, queue, idPrefix s
 	}
 }
 
-// bareConsume receives n messages from queue and accepts each: the least
-// any consumer on this broker and client library does. With decode set it
-// also decodes each body with ingest.Decode before accepting it, which
-// tells the cost of decoding apart from that of the gateway and the store.
-func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, decode bool) {
+// bareMode is what a bare consumer does with each message before it
+// accepts it.
+type bareMode int
+
+const (
+	bareAccept bareMode = iota // nothing: the least any consumer does
+	bareDecode                 // decode the body with ingest.Decode
+	bareStore                  // decode, and store the readings in DuckDB in row-group batches
+)
+
+// bareConsume receives n messages from queue, does what mode says with
+// each and accepts it, on one goroutine. bareAccept is the least any
+// consumer on this broker and client library does; bareDecode tells the
+// cost of decoding apart; bareStore is the least a consumer that keeps the
+// readings does — decode, one DuckDB commit per store.RowGroupRows
+// readings (into s, as device dev), then accept the messages of the batch
+// — with none of vigil's gateway, batching, deduplication or settlement
+// machinery.
+func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode bareMode, s *store.Store, dev int32) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -112,36 +126,91 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, deco
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var cols store.TelemetryColumns
+	var unsettled []*amqp.Message
+	metricIDs := map[string]int16{}
+	commit := func() {
+		rec := cols.Record()
+		err := s.Commit(ctx, store.Batch{Readings: rec})
+		rec.Release()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, m := range unsettled {
+			if err := rcv.AcceptMessage(ctx, m); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		unsettled = unsettled[:0]
+		cols = store.TelemetryColumns{TS: cols.TS[:0], DeviceID: cols.DeviceID[:0], MetricID: cols.MetricID[:0], Value: cols.Value[:0]}
+	}
 	for range n {
 		m, err := rcv.Receive(ctx, nil)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if decode {
-			if _, err := ingest.Decode(m.GetData(), time.Now()); err != nil {
+		if mode == bareAccept {
+			if err := rcv.AcceptMessage(ctx, m); err != nil {
 				tb.Fatal(err)
 			}
+			continue
 		}
-		if err := rcv.AcceptMessage(ctx, m); err != nil {
+		rs, err := ingest.Decode(m.GetData(), time.Now())
+		if err != nil {
 			tb.Fatal(err)
 		}
+		if mode == bareDecode {
+			if err := rcv.AcceptMessage(ctx, m); err != nil {
+				tb.Fatal(err)
+			}
+			continue
+		}
+		var ids [8]int16
+		for k, name := range rs.Names {
+			id, ok := metricIDs[name]
+			if !ok {
+				if id, err = s.MetricID(ctx, name); err != nil {
+					tb.Fatal(err)
+				}
+				metricIDs[name] = id
+			}
+			ids[k] = id
+		}
+		cols.TS = append(cols.TS, rs.TS...)
+		cols.Value = append(cols.Value, rs.Value...)
+		for _, k := range rs.Metric {
+			cols.MetricID = append(cols.MetricID, ids[k])
+			cols.DeviceID = append(cols.DeviceID, dev)
+		}
+		unsettled = append(unsettled, m)
+		if len(cols.Value) >= store.RowGroupRows {
+			commit()
+		}
+	}
+	if len(unsettled) > 0 {
+		commit()
 	}
 }
 
 // BenchmarkAMQPConsume measures how fast vigil drains a queue of
 // telemetry (gateway → Batcher → DuckDB store, until every message is
-// committed and accepted) against a bare go-amqp receive-and-accept of an
-// identically filled queue in the same run, and against a bare consumer
-// that also decodes each body (single goroutine). VIGIL_BENCH_MSGS sets the
-// messages per queue (default 20,000, 100 readings each: 2M readings, a
-// drain of a few seconds, so that starting the link and committing the last
-// batch weigh little against the steady rate); run it with -benchtime 3x
-// (or a multiple) so that each consumer goes first once.
+// committed and accepted) against bare go-amqp consumers of identically
+// filled queues in the same run (bareConsume): one that only receives and
+// accepts (the issue's baseline), one that also decodes, and one that also
+// stores in DuckDB. VIGIL_BENCH_MSGS sets the messages per queue (default
+// 20,000, 100 readings each: 2M readings, a drain of a few seconds, so
+// that starting the link and committing the last batch weigh little
+// against the steady rate); run it with -benchtime 4x (or a multiple) so
+// that each consumer goes first once.
+//
 // Beside the rates it reports the CPU time this process spends per message
-// with each consumer (the broker's excluded): on a machine whose cores the
-// broker shares, vigil's extra CPU per message is what lowers its rate. It
-// also reports vigil's readings per commit: AMQP messages are patient, so
-// batches should reach store.RowGroupRows.
+// with each consumer (the broker's excluded) and how many of the machine's
+// cores were busy while it ran. When the broker shares the machine and the
+// cores are all busy, a consumer's rate is the cores over the broker's and
+// its own CPU per message, so vigil's extra CPU per message over the bare
+// consumer is what lowers its rate. It also reports vigil's readings per
+// commit: AMQP messages are patient, so batches should reach
+// store.RowGroupRows.
 func BenchmarkAMQPConsume(b *testing.B) {
 	br := needBroker(b)
 	n := 20_000
@@ -154,21 +223,30 @@ func BenchmarkAMQPConsume(b *testing.B) {
 	const dev = "bench-dev"
 	vhost, keys := br.Provision(b, dev)
 	ctx := context.Background()
-	var bare, bareDecode, vigil time.Duration
-	var cpu [3]int64  // CPU time of this process (the broker excluded) in each consumer's runs, ns
-	var commits int64 // vigil's batches
+	names := []string{"bare", "bare+decode", "bare+store", "vigil"}
+	const vigilRun = 3
+	var took [4]time.Duration // each consumer's drain time
+	var cpu [4]int64          // CPU time of this process (the broker excluded) in each consumer's runs, ns
+	var busy [4]float64       // the machine's busy CPU time in each consumer's runs, s
+	var commits int64         // vigil's batches
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		bareQ, decodeQ, vigilQ := fmt.Sprintf("bench.bare.%d", i), fmt.Sprintf("bench.decode.%d", i), fmt.Sprintf("bench.vigil.%d", i)
-		fillQueue(b, br, vhost, dev, keys[dev], bareQ, bareQ+"-", n)
-		fillQueue(b, br, vhost, dev, keys[dev], decodeQ, decodeQ+"-", n)
-		fillQueue(b, br, vhost, dev, keys[dev], vigilQ, vigilQ+"-", n)
+		var queues [4]string
+		for k, name := range names {
+			queues[k] = fmt.Sprintf("bench.%s.%d", name, i)
+			fillQueue(b, br, vhost, dev, keys[dev], queues[k], queues[k]+"-", n)
+		}
 		s, err := store.Open(ctx, b.TempDir())
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.AddDevice(ctx, dev, "device-key-bench"); err != nil {
+		d, err := s.AddDevice(ctx, dev, "device-key-bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		bareS, err := store.Open(ctx, b.TempDir())
+		if err != nil {
 			b.Fatal(err)
 		}
 		bt, err := ingest.NewBatcher(ingest.DefaultConfig(), s, nil, testLogger())
@@ -176,39 +254,31 @@ func BenchmarkAMQPConsume(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := DefaultConfig()
-		cfg.URL, cfg.VHost, cfg.Source = br.URL, vhost, "/amq/queue/"+vigilQ
+		cfg.URL, cfg.VHost, cfg.Source = br.URL, vhost, "/amq/queue/"+queues[vigilRun]
 		g := New(cfg, storeRegistry{s}, bt, make(ackChan, 1), testLogger())
 		b.StartTimer()
 
+		bareRun := func(mode bareMode) func() {
+			return func() { bareConsume(b, br, vhost, queues[mode], n, mode, bareS, d.ID) }
+		}
 		runs := []func(){
-			func() {
-				t0 := time.Now()
-				bareConsume(b, br, vhost, bareQ, n, false)
-				bare += time.Since(t0)
-			},
-			func() {
-				t0 := time.Now()
-				bareConsume(b, br, vhost, decodeQ, n, true)
-				bareDecode += time.Since(t0)
-			},
+			bareRun(bareAccept), bareRun(bareDecode), bareRun(bareStore),
 			func() {
 				if f := os.Getenv("VIGIL_PROF"); f != "" {
 					pf, _ := os.Create(fmt.Sprintf("%s.%d", f, i))
 					pprof.StartCPUProfile(pf)
 					defer func() { pprof.StopCPUProfile(); pf.Close() }()
 				}
-				t0 := time.Now()
 				if err := g.Start(); err != nil {
 					b.Fatal(err)
 				}
-				deadline := t0.Add(5 * time.Minute)
+				deadline := time.Now().Add(5 * time.Minute)
 				for g.Stats().Accepted < int64(n) {
 					if time.Now().After(deadline) {
 						b.Fatalf("vigil consumed %d of %d messages: gateway %+v, batcher %+v", g.Stats().Accepted, n, g.Stats(), bt.Stats())
 					}
-					time.Sleep(time.Millisecond)
+					time.Sleep(time.Millisecond) // the gateway has no signal for "all accepted"
 				}
-				vigil += time.Since(t0)
 			},
 		}
 		// Each iteration starts with a different consumer, so that none
@@ -216,9 +286,11 @@ func BenchmarkAMQPConsume(b *testing.B) {
 		// last.
 		for k := range runs {
 			r := (i + k) % len(runs)
-			c0 := cpuTime(b)
+			c0, m0, t0 := cpuTime(b), machineBusy(b), time.Now()
 			runs[r]()
+			took[r] += time.Since(t0)
 			cpu[r] += cpuTime(b) - c0
+			busy[r] += machineBusy(b) - m0
 		}
 
 		b.StopTimer()
@@ -229,24 +301,29 @@ func BenchmarkAMQPConsume(b *testing.B) {
 			b.Fatal(err)
 		}
 		if st := bt.Stats(); st.Readings != int64(n*benchReadingsPerMessage) {
-			b.Fatalf("stored %d readings, want %d", st.Readings, n*benchReadingsPerMessage)
+			b.Fatalf("vigil stored %d readings, want %d", st.Readings, n*benchReadingsPerMessage)
+		}
+		var stored int64
+		if err := bareS.DB().QueryRow(`SELECT count(*) FROM telemetry`).Scan(&stored); err != nil || stored != int64(n*benchReadingsPerMessage) {
+			b.Fatalf("the bare consumer stored %d readings (%v), want %d", stored, err, n*benchReadingsPerMessage)
 		}
 		commits += bt.Stats().Batches
 		s.Close()
+		bareS.Close()
 		b.StartTimer()
 	}
 	total := float64(b.N * n)
-	b.ReportMetric(total/vigil.Seconds(), "vigil_msgs/s")
-	b.ReportMetric(total*benchReadingsPerMessage/vigil.Seconds(), "vigil_readings/s")
-	b.ReportMetric(total/bare.Seconds(), "bare_msgs/s")
-	b.ReportMetric(total*benchReadingsPerMessage/bare.Seconds(), "bare_readings/s")
-	b.ReportMetric(total/bareDecode.Seconds(), "bare+decode_msgs/s")
+	for k, name := range names {
+		b.ReportMetric(total/took[k].Seconds(), name+"_msgs/s")
+		b.ReportMetric(float64(cpu[k])/total/1e3, name+"_cpu_µs/msg")
+		b.ReportMetric(busy[k]/took[k].Seconds(), name+"_machine_busy_cores")
+		if k != vigilRun {
+			b.ReportMetric(took[k].Seconds()/took[vigilRun].Seconds(), "vigil/"+name)
+		}
+	}
+	b.ReportMetric(total*benchReadingsPerMessage/took[vigilRun].Seconds(), "vigil_readings/s")
+	b.ReportMetric(total*benchReadingsPerMessage/took[0].Seconds(), "bare_readings/s")
 	b.ReportMetric(total*benchReadingsPerMessage/float64(commits), "vigil_readings/commit")
-	b.ReportMetric(float64(cpu[2])/total/1e3, "vigil_cpu_µs/msg")
-	b.ReportMetric(float64(cpu[0])/total/1e3, "bare_cpu_µs/msg")
-	b.ReportMetric(float64(cpu[1])/total/1e3, "bare+decode_cpu_µs/msg")
-	b.ReportMetric(bare.Seconds()/vigil.Seconds(), "vigil/bare")
-	b.ReportMetric(bareDecode.Seconds()/vigil.Seconds(), "vigil/bare+decode")
 }
 
 // BenchmarkDecodeTelemetry decodes the body BenchmarkAMQPConsume sends,
@@ -272,4 +349,24 @@ func cpuTime(b *testing.B) int64 {
 		b.Fatal(err)
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// machineBusy returns the CPU time all processes on the machine have spent
+// busy (everything but idle and I/O wait), in seconds, from /proc/stat.
+func machineBusy(b *testing.B) float64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for k, v := range f[1:] {
+		if k == 3 || k == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / 100 // USER_HZ
 }
