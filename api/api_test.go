@@ -80,6 +80,12 @@ func TestQueryAPI(t *testing.T) {
 	if _, err := c.Query(ctx, "DROP TABLE devices", 0); code(err) != http.StatusBadRequest {
 		t.Fatalf("DROP: %v", err)
 	}
+	if _, err := c.Query(ctx, "DELETE FROM devices; SELECT 1", 0); code(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "one statement") {
+		t.Fatalf("a DELETE before a SELECT: %v", err)
+	}
+	if res, err := st.Query(ctx, "SELECT count(*) FROM devices", 1); err != nil || res.Rows[0][0] != int64(1) {
+		t.Fatalf("the DELETE ran: %+v %v", res, err)
+	}
 	if _, err := c.Query(ctx, "", 0); code(err) != http.StatusBadRequest {
 		t.Fatalf("empty: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
@@ -35,7 +36,7 @@ var readOnly = map[duckdb.StmtType]bool{
 // Query runs one read-only SQL statement and returns at most limit rows.
 // DuckDB classifies the statement before it runs; anything but a query
 // (SELECT, including DESCRIBE/SHOW/SUMMARIZE, which DuckDB plans as one) or
-// EXPLAIN is refused with ErrReadOnly.
+// EXPLAIN is refused with ErrReadOnly, and so is more than one statement.
 func (s *Store) Query(ctx context.Context, query string, limit int) (*Result, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -44,26 +45,11 @@ func (s *Store) Query(ctx context.Context, query string, limit int) (*Result, er
 	defer conn.Close()
 	var res *Result
 	err = conn.Raw(func(dc any) error {
-		prep, ok := dc.(driver.ConnPrepareContext)
-		if !ok {
-			return errors.New("duckdb connection cannot prepare")
-		}
-		st, err := prep.PrepareContext(ctx, query)
+		ds, err := prepareReadOnly(dc, query)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		ds, ok := st.(*duckdb.Stmt)
-		if !ok {
-			return errors.New("not a duckdb statement")
-		}
-		typ, err := ds.StatementType()
-		if err != nil {
-			return err
-		}
-		if !readOnly[typ] {
-			return ErrReadOnly
-		}
+		defer ds.Close()
 		rows, err := ds.QueryContext(ctx, nil)
 		if err != nil {
 			return err
@@ -76,6 +62,38 @@ func (s *Store) Query(ctx context.Context, query string, limit int) (*Result, er
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return res, nil
+}
+
+// prepareReadOnly prepares query on the driver connection dc if it is
+// exactly one read-only statement, and runs nothing. (The driver's
+// PrepareContext would run every statement before the last one to
+// prepare the last, so "DELETE ...; SELECT 1" would delete.)
+func prepareReadOnly(dc any, query string) (*duckdb.Stmt, error) {
+	c, ok := dc.(driver.Conn)
+	if !ok {
+		return nil, errors.New("not a database connection")
+	}
+	st, err := c.Prepare(query) // one statement only; runs nothing
+	if err != nil {
+		if strings.Contains(err.Error(), "multi-statement") {
+			return nil, ErrOneStatement
+		}
+		return nil, err
+	}
+	ds, ok := st.(*duckdb.Stmt)
+	if !ok {
+		st.Close()
+		return nil, errors.New("not a duckdb statement")
+	}
+	typ, err := ds.StatementType()
+	if err == nil && !readOnly[typ] {
+		err = ErrReadOnly
+	}
+	if err != nil {
+		ds.Close()
+		return nil, err
+	}
+	return ds, nil
 }
 
 func collect(rows driver.Rows, limit int) (*Result, error) {

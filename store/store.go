@@ -94,6 +94,8 @@ var (
 	ErrDeviceExists = errors.New("device already registered")
 	// ErrReadOnly: a query tried to change the database.
 	ErrReadOnly = errors.New("only read-only statements (SELECT, EXPLAIN, DESCRIBE, SHOW) are allowed")
+	// ErrOneStatement: a query held more than one statement.
+	ErrOneStatement = errors.New("send one statement per query (no ';' between statements)")
 )
 
 // Store is an open vigil database. Its methods are safe for concurrent use.

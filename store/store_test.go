@@ -213,8 +213,24 @@ func TestQueryIsReadOnly(t *testing.T) {
 			t.Errorf("%s: got %v, want ErrReadOnly", q, err)
 		}
 	}
-	if d, _ := s.Device("a-device"); d.Status != Enabled {
-		t.Fatal("a refused statement changed the database")
+	// A statement before a query is refused, not run: preparing the last
+	// statement of several would run the ones before it.
+	for _, q := range []string{
+		`UPDATE devices SET status = 'disabled'; SELECT 1`,
+		`SELECT 1; UPDATE devices SET status = 'disabled'`,
+		`SELECT 1; SELECT 2`,
+	} {
+		if _, err := s.Query(ctx, q, 10); !errors.Is(err, ErrOneStatement) {
+			t.Errorf("%s: got %v, want ErrOneStatement", q, err)
+		}
+	}
+	var status string
+	if err := s.DB().QueryRow(`SELECT status FROM devices WHERE name = 'a-device'`).Scan(&status); err != nil || status != string(Enabled) {
+		t.Fatalf("a refused statement changed the database: status %q (%v)", status, err)
+	}
+	var n int
+	if err := s.DB().QueryRow(`SELECT count(*) FROM metrics WHERE id = 99`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("a refused INSERT ran: %d rows (%v)", n, err)
 	}
 	res, err = s.Query(ctx, `SELECT * FROM range(5)`, 3)
 	if err != nil || len(res.Rows) != 3 || !res.Truncated {
