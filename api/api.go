@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+
 	"github.com/vigil-iot/vigil/models"
 	"github.com/vigil-iot/vigil/store"
 )
@@ -25,6 +28,7 @@ const (
 // Backend is what the API serves; *store.Store implements it.
 type Backend interface {
 	Query(ctx context.Context, sql string, limit int) (*store.Result, error)
+	QueryArrow(ctx context.Context, sql string, fn func(array.RecordReader) error) error
 	AddDevice(ctx context.Context, name, key string) (store.Device, error)
 	SetDeviceStatus(ctx context.Context, name string, st store.DeviceStatus) (store.Device, error)
 	Devices() []store.Device
@@ -43,7 +47,22 @@ type ActivateRequest struct {
 type QueryRequest struct {
 	SQL   string `json:"sql"`
 	Limit int    `json:"limit,omitempty"`
+	// Format is "json" (the default: at most Limit rows in one JSON
+	// document) or "arrow": every row, streamed as an Apache Arrow IPC
+	// stream (ArrowStream) that pyarrow, polars or arrow-go read as it
+	// arrives. Asking with "Accept: application/vnd.apache.arrow.stream"
+	// is the same as "arrow".
+	Format string `json:"format,omitempty"`
 }
+
+// ArrowStream is the media type of Arrow IPC stream answers.
+const ArrowStream = "application/vnd.apache.arrow.stream"
+
+// ErrorTrailer is the HTTP trailer that carries the error of an Arrow
+// answer that failed after its first batch was sent: its status, 200,
+// was sent with the first batch. A client must read the stream to its end
+// and check the trailer before it trusts the rows.
+const ErrorTrailer = "Vigil-Error"
 
 // DeviceRequest is the body of POST /api/v1/devices. An empty Key asks the
 // server to generate one.
@@ -106,7 +125,7 @@ type handler struct {
 }
 
 func (h *handler) queryGet(w http.ResponseWriter, r *http.Request) {
-	req := QueryRequest{SQL: r.URL.Query().Get("sql")}
+	req := QueryRequest{SQL: r.URL.Query().Get("sql"), Format: r.URL.Query().Get("format")}
 	if l := r.URL.Query().Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil {
@@ -132,6 +151,22 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request, req QueryRequest
 		writeError(w, http.StatusBadRequest, errors.New(`no SQL: send {"sql": "SELECT ..."} or the query parameter sql`))
 		return
 	}
+	if req.Format == "" && strings.Contains(r.Header.Get("Accept"), ArrowStream) {
+		req.Format = "arrow"
+	}
+	switch req.Format {
+	case "", "json":
+	case "arrow":
+		if req.Limit != 0 {
+			writeError(w, http.StatusBadRequest, errors.New("limit applies to JSON answers; an Arrow answer streams every row: put a LIMIT in the SQL to bound it"))
+			return
+		}
+		h.queryArrow(w, r, req.SQL)
+		return
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Errorf(`format %q: want "json" or "arrow"`, req.Format))
+		return
+	}
 	limit := req.Limit
 	if limit <= 0 {
 		limit = DefaultRowLimit
@@ -147,6 +182,36 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request, req QueryRequest
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// queryArrow streams the result of sql as an Arrow IPC stream. An error
+// before the first batch is an error answer as for JSON; one after it goes
+// in the ErrorTrailer.
+func (h *handler) queryArrow(w http.ResponseWriter, r *http.Request, sql string) {
+	started := false
+	err := h.b.QueryArrow(r.Context(), sql, func(rdr array.RecordReader) error {
+		w.Header().Set("Content-Type", ArrowStream)
+		w.Header().Set("Trailer", ErrorTrailer)
+		started = true
+		iw := ipc.NewWriter(w, ipc.WithSchema(rdr.Schema()))
+		for rdr.Next() {
+			if err := iw.Write(rdr.RecordBatch()); err != nil {
+				return err
+			}
+		}
+		if err := rdr.Err(); err != nil {
+			return err
+		}
+		return iw.Close()
+	})
+	switch {
+	case err == nil:
+	case !started:
+		writeError(w, http.StatusBadRequest, err)
+	default:
+		w.Header().Set(ErrorTrailer, err.Error())
+		h.log.Warn("arrow query failed after its first batch", "err", err)
+	}
 }
 
 func (h *handler) addDevice(w http.ResponseWriter, r *http.Request) {

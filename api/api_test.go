@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/vigil-iot/vigil/store"
 )
@@ -140,5 +146,127 @@ func TestPutModelChecksKindAgainstName(t *testing.T) {
 		if code(err) != http.StatusBadRequest || !strings.Contains(err.Error(), bad.says) {
 			t.Errorf("%s %s: %v, want 400 saying %q", bad.name, bad.spec, err, bad.says)
 		}
+	}
+}
+
+// TestQueryArrow streams a result far past the JSON row limit as Arrow
+// record batches, every row once and in order; refuses what the JSON
+// query refuses, and a limit (the SQL bounds an Arrow answer); answers
+// "Accept: application/vnd.apache.arrow.stream" with an IPC stream; and
+// reports a query that fails while it runs instead of ending the stream
+// as if it were complete.
+func TestQueryArrow(t *testing.T) {
+	c, _ := serve(t, "")
+	ctx := context.Background()
+	const n = 250_000 // 25 × DefaultRowLimit
+	rows, batches := 0, 0
+	var sum float64
+	err := c.QueryArrow(ctx, fmt.Sprintf("SELECT range AS i, range / 2 AS half, 'r' || range AS name FROM range(%d)", n), func(rec arrow.RecordBatch) error {
+		if got := rec.Schema().Field(0).Type.ID(); got != arrow.INT64 {
+			return fmt.Errorf("column i is %s, want int64", rec.Schema().Field(0).Type)
+		}
+		is, halves := rec.Column(0).(*array.Int64), rec.Column(1).(*array.Float64)
+		for r := range int(rec.NumRows()) {
+			if is.Value(r) != int64(rows) || halves.Value(r) != float64(rows)/2 {
+				return fmt.Errorf("row %d: i=%d half=%v", rows, is.Value(r), halves.Value(r))
+			}
+			sum += halves.Value(r)
+			rows++
+		}
+		batches++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := float64(n) * float64(n-1) / 4; rows != n || sum != want {
+		t.Fatalf("%d rows summing to %v in %d batches, want %d rows summing to %v", rows, sum, batches, n, want)
+	}
+
+	noop := func(arrow.RecordBatch) error { return nil }
+	if err := c.QueryArrow(ctx, "DELETE FROM devices; SELECT 1", noop); code(err) != http.StatusBadRequest {
+		t.Fatalf("a DELETE before a SELECT: %v", err)
+	}
+	if err := c.QueryArrow(ctx, "DROP TABLE devices", noop); code(err) != http.StatusBadRequest {
+		t.Fatalf("DROP: %v", err)
+	}
+	if err := c.do(ctx, http.MethodPost, "/api/v1/query", QueryRequest{SQL: "SELECT 1", Format: "arrow", Limit: 5}, nil); code(err) != http.StatusBadRequest {
+		t.Fatalf("a limit with format arrow: %v", err)
+	}
+	if err := c.do(ctx, http.MethodPost, "/api/v1/query", QueryRequest{SQL: "SELECT 1", Format: "csv"}, nil); code(err) != http.StatusBadRequest {
+		t.Fatalf("an unknown format: %v", err)
+	}
+	// An error raised while the query runs, after rows have been produced.
+	failing := fmt.Sprintf("SELECT CASE WHEN range < %d THEN range ELSE error('sensor table broke') END AS i FROM range(%d)", n/2, n)
+	if err := c.QueryArrow(ctx, failing, noop); err == nil || !strings.Contains(err.Error(), "sensor table broke") {
+		t.Fatalf("a query failing midway: %v", err)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, c.BaseURL+"/api/v1/query?sql=SELECT%2042%20AS%20answer", nil)
+	req.Header.Set("Accept", ArrowStream)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != ArrowStream {
+		t.Fatalf("Content-Type %q, want %q", ct, ArrowStream)
+	}
+	rdr, err := ipc.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdr.Release()
+	if !rdr.Next() || rdr.RecordBatch().NumRows() != 1 || rdr.RecordBatch().Schema().Field(0).Name != "answer" {
+		t.Fatalf("GET with Accept: %v", rdr.Err())
+	}
+}
+
+// failsMidway is a store whose Arrow queries send one batch and then fail,
+// as a query can while DuckDB produces its result.
+type failsMidway struct{ *store.Store }
+
+func (failsMidway) QueryArrow(_ context.Context, _ string, fn func(array.RecordReader) error) error {
+	b := array.NewInt64Builder(memory.DefaultAllocator)
+	defer b.Release()
+	b.AppendValues([]int64{1, 2, 3}, nil)
+	col := b.NewArray()
+	defer col.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "i", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, 3)
+	defer rec.Release()
+	rdr, err := array.NewRecordReader(schema, []arrow.RecordBatch{rec})
+	if err != nil {
+		return err
+	}
+	defer rdr.Release()
+	return fn(brokenReader{rdr})
+}
+
+// brokenReader ends its batches with an error.
+type brokenReader struct{ array.RecordReader }
+
+func (brokenReader) Err() error { return errors.New("disk read failed") }
+
+// TestQueryArrowErrorAfterFirstBatch: when a query fails after the server
+// has sent its first batch (and its 200 status), the error reaches the
+// client in the trailer, and QueryArrow returns it after the batches it
+// received: rows cut short are never taken for the whole answer.
+func TestQueryArrowErrorAfterFirstBatch(t *testing.T) {
+	st, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewServer(Handler(failsMidway{st}, func() any { return nil }, "", slog.New(slog.NewTextHandler(io.Discard, nil))))
+	t.Cleanup(srv.Close)
+	c := &Client{BaseURL: srv.URL}
+	rows := 0
+	err = c.QueryArrow(context.Background(), "SELECT 1", func(rec arrow.RecordBatch) error {
+		rows += int(rec.NumRows())
+		return nil
+	})
+	if rows != 3 || err == nil || !strings.Contains(err.Error(), "disk read failed") {
+		t.Fatalf("%d rows, error %v; want the 3 rows sent, then the server's error", rows, err)
 	}
 }

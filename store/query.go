@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	duckdb "github.com/duckdb/duckdb-go/v2"
 )
 
@@ -139,4 +140,39 @@ func jsonValue(v any) any {
 		return x.String()
 	}
 	return v
+}
+
+// QueryArrow runs one read-only SQL statement, refused as Query refuses
+// it, and hands its result to fn as a reader of Arrow record batches,
+// fetched from DuckDB as fn reads them: no row limit, and no more than a
+// batch in memory at a time. The reader and its batches are valid only
+// during fn; fn must check the reader's Err after its last Next.
+func (s *Store) QueryArrow(ctx context.Context, query string, fn func(array.RecordReader) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		ds, err := prepareReadOnly(dc, query)
+		if err != nil {
+			return err
+		}
+		ds.Close()
+		ar, err := duckdb.NewArrowFromConn(dc.(driver.Conn))
+		if err != nil {
+			return err
+		}
+		// The same text, now known to be one read-only statement.
+		rdr, err := ar.QueryContext(ctx, query)
+		if err != nil {
+			return err
+		}
+		defer rdr.Release()
+		return fn(rdr)
+	})
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	return nil
 }
