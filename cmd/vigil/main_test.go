@@ -20,6 +20,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/models"
 	"github.com/vigil-iot/vigil/server"
 	"github.com/vigil-iot/vigil/store"
@@ -144,7 +145,7 @@ func TestEvalNAB(t *testing.T) {
 
 // startServer starts a server on free local ports, closed when the test
 // ends.
-func startServer(t *testing.T) *server.Server {
+func startServer(t testing.TB) *server.Server {
 	t.Helper()
 	cfg := server.DefaultConfig(t.TempDir())
 	cfg.MQTT.Addr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -297,5 +298,111 @@ func TestTrainMultivariate(t *testing.T) {
 	}
 	if out := stdout.String(); !strings.Contains(out, "lathe-2/*") || !strings.Contains(out, "press-3/*") || !strings.Contains(out, `"kind":"mahalanobis"`) {
 		t.Fatalf("models list:\n%s", out)
+	}
+}
+
+// TestTrainReadsEveryReading: a series longer than the query API's JSON
+// row limit is trained on every one of its readings (they come as an
+// Arrow stream, in one pass for all series), and the series beside it on
+// its own.
+func TestTrainReadsEveryReading(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stores a million readings")
+	}
+	ctx := context.Background()
+	srv := startServer(t)
+	st := srv.Store()
+	d, _ := st.AddDevice(ctx, "mill-1", "mill-key-1")
+	temp, _ := st.MetricID(ctx, "temperature")
+	rpm, _ := st.MetricID(ctx, "rpm")
+	long := api.MaxRowLimit + 50
+	var cols store.TelemetryColumns
+	t0 := time.Now().Add(-time.Duration(long) * time.Second).Truncate(time.Second)
+	add := func(m int16, n int) {
+		for i := range n {
+			cols.TS = append(cols.TS, t0.Add(time.Duration(i)*time.Second).UnixMicro())
+			cols.DeviceID = append(cols.DeviceID, d.ID)
+			cols.MetricID = append(cols.MetricID, m)
+			cols.Value = append(cols.Value, float64(70+i%7))
+		}
+	}
+	add(temp, long)
+	add(rpm, 300)
+	rec := cols.Record()
+	defer rec.Release()
+	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"train", "--server", "http://" + srv.HTTPAddr(), "--model", "ewma_z", "--device", "mill-1"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	ms, err := st.Models(ctx, false)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("registry %+v %v", ms, err)
+	}
+	want := map[string]int{"mill-1/temperature": long, "mill-1/rpm": 300}
+	for _, m := range ms {
+		var fm struct {
+			Readings int `json:"readings"`
+		}
+		json.Unmarshal(m.Metrics, &fm)
+		if fm.Readings != want[m.Name] {
+			t.Errorf("%s trained on %d readings, want %d", m.Name, fm.Readings, want[m.Name])
+		}
+	}
+}
+
+// TestTrainMultivariateFleet trains device-level models for a whole fleet
+// from one pass over stored history: a model per device with two metrics
+// or more, a device with one metric skipped and said so, and, when
+// --metrics names a metric a device lacks, an error that names both.
+func TestTrainMultivariateFleet(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	url := "http://" + srv.HTTPAddr()
+	st := srv.Store()
+	temp, _ := st.MetricID(ctx, "temperature")
+	rpm, _ := st.MetricID(ctx, "rpm")
+	vib, _ := st.MetricID(ctx, "vibration")
+	rng := rand.New(rand.NewPCG(3, 9))
+	var cols store.TelemetryColumns
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	fleet := map[string][]int16{"drill-1": {temp, rpm}, "drill-2": {temp, rpm, vib}, "drill-3": {temp}}
+	for _, name := range []string{"drill-1", "drill-2", "drill-3"} {
+		d, _ := st.AddDevice(ctx, name, name+"-key")
+		for i := range 120 {
+			for _, m := range fleet[name] {
+				cols.TS = append(cols.TS, t0.Add(time.Duration(i)*time.Second).UnixMicro())
+				cols.DeviceID = append(cols.DeviceID, d.ID)
+				cols.MetricID = append(cols.MetricID, m)
+				cols.Value = append(cols.Value, 50+rng.NormFloat64())
+			}
+		}
+	}
+	rec := cols.Record()
+	defer rec.Release()
+	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"train", "--server", url, "--multivariate"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{"drill-1/* version 1: 120 vectors of rpm,temperature", "drill-2/* version 1: 120 vectors of rpm,temperature,vibration"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "drill-3: skipped, it has only 1 metric") {
+		t.Errorf("stderr lacks the skipped device:\n%s", stderr.String())
+	}
+	if ms, err := st.Models(ctx, false); err != nil || len(ms) != 2 {
+		t.Fatalf("registry %+v %v", ms, err)
+	}
+	stderr.Reset()
+	code := run(ctx, []string{"train", "--server", url, "--multivariate", "--metrics", "temperature,vibration"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), `drill-1 has no stored readings of "vibration"`) {
+		t.Fatalf("--metrics with a metric drill-1 lacks: exit %d: %s", code, stderr.String())
 	}
 }

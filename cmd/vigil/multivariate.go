@@ -63,36 +63,80 @@ func trainMultivariate(ctx context.Context, c *api.Client, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	// One pass over the readings, device after device: each device's
+	// series arrive together, its metrics in name order.
 	bar := newProgress(stderr, len(devices))
-	for i, row := range devices {
-		dev := fmt.Sprint(row[0])
+	done := 0
+	var seen []string // the devices streamed, trained or skipped
+	var dev string
+	got := map[string]seriesData{}
+	var order []string // the device's metrics as they came: in name order
+	finish := func() error {
+		if dev == "" {
+			return nil
+		}
+		done++
+		seen = append(seen, dev)
+		defer bar.step(done, dev)
 		names := want
 		if names == nil {
-			if names, err = deviceMetrics(ctx, c, dev, cond); err != nil {
-				return err
-			}
+			names = order
 			if len(names) < 2 && device == "" {
 				fmt.Fprintf(stderr, "%s: skipped, it has only %d metric\n", dev, len(names))
-				bar.step(i+1, dev)
-				continue
+				return nil
 			}
 		}
 		tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
 		for j, m := range names {
-			if tss[j], xss[j], err = history(ctx, c, seriesRef{dev, m}, cond); err != nil {
-				return err
-			}
-			if len(tss[j]) == 0 {
+			sd, ok := got[m]
+			if !ok {
 				return fmt.Errorf("%s has no stored readings of %q in the window", dev, m)
 			}
+			tss[j], xss[j] = sd.ts, sd.xs
 		}
 		ts, rows := models.JoinSeries(tss, xss)
-		if err := trainDevice(ctx, c, stdout, spec, dev, names, ts, rows); err != nil {
-			return err
+		return trainDevice(ctx, c, stdout, spec, dev, names, ts, rows)
+	}
+	streamed := cond
+	if want != nil { // fetch only the metrics the models take
+		quoted := make([]string, len(want))
+		for i, m := range want {
+			quoted[i] = sqlString(m)
 		}
-		bar.step(i+1, dev)
+		streamed += " AND metric IN (" + strings.Join(quoted, ", ") + ")"
+	}
+	err = histories(ctx, c, streamed, func(ref seriesRef, ts []time.Time, xs []float64) error {
+		if ref.device != dev {
+			if err := finish(); err != nil {
+				return err
+			}
+			dev, order = ref.device, order[:0]
+			clear(got)
+		}
+		got[ref.metric] = seriesData{ts, xs}
+		order = append(order, ref.metric)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := finish(); err != nil {
+		return err
+	}
+	if done < len(devices) { // a device with readings, but none of want
+		for _, row := range devices {
+			if d := fmt.Sprint(row[0]); !slices.Contains(seen, d) {
+				return fmt.Errorf("%s has no stored readings of %s in the window", d, strings.Join(want, " or "))
+			}
+		}
 	}
 	return nil
+}
+
+// seriesData is one series' readings.
+type seriesData struct {
+	ts []time.Time
+	xs []float64
 }
 
 // trainDevice fits spec over one device's vectors and registers it as the
@@ -114,19 +158,6 @@ func trainDevice(ctx context.Context, c *api.Client, stdout io.Writer, spec mode
 	summary := fmt.Sprintf("%d vectors of %s (%d skipped as incomplete), alarm rate %.4f, score p99 %.3f",
 		m.Vectors, strings.Join(names, ","), m.Skipped, m.AlarmRate, m.P99)
 	return register(ctx, c, stdout, store.DeviceModel(device), specJSON, ts, m, summary)
-}
-
-// deviceMetrics lists the metrics a device has readings of in the window.
-func deviceMetrics(ctx context.Context, c *api.Client, device, cond string) ([]string, error) {
-	rows, err := distinct(ctx, c, "metric", cond+" AND device = "+sqlString(device), "--from and --to")
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, len(rows))
-	for i, row := range rows {
-		names[i] = fmt.Sprint(row[0])
-	}
-	return names, nil
 }
 
 // readVectorCSV reads a timestamp,METRIC,... CSV and keeps the columns in

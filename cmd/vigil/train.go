@@ -12,6 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
 	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/models"
 	"github.com/vigil-iot/vigil/store"
@@ -118,27 +121,25 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	bar := newProgress(stderr, len(series))
 	var all []models.FitMetrics
 	var first time.Time
-	for i, row := range series {
-		ref := seriesRef{fmt.Sprint(row[0]), fmt.Sprint(row[1])}
-		ts, xs, err := history(ctx, c, ref, cond)
-		if err != nil {
-			return err
-		}
+	done := 0
+	err = histories(ctx, c, cond, func(ref seriesRef, ts []time.Time, xs []float64) error {
 		m, err := models.Fit(spec, ts, xs, threshold)
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", ref.device, ref.metric, err)
 		}
-		bar.step(i+1, ref.device+"/"+ref.metric)
+		done++
+		bar.step(done, ref.device+"/"+ref.metric)
 		if *asDefault {
 			all = append(all, m)
 			if first.IsZero() || ts[0].Before(first) {
 				first = ts[0]
 			}
-			continue
+			return nil
 		}
-		if err := register(ctx, c, stdout, ref.device+"/"+ref.metric, specJSON, ts, m, fitSummary(m)); err != nil {
-			return err
-		}
+		return register(ctx, c, stdout, ref.device+"/"+ref.metric, specJSON, ts, m, fitSummary(m))
+	})
+	if err != nil {
+		return err
 	}
 	if *asDefault {
 		agg := models.FitMetrics{Threshold: threshold}
@@ -193,27 +194,64 @@ func distinct(ctx context.Context, c *api.Client, cols, cond, flags string) ([][
 	if len(res.Rows) == 0 {
 		return nil, fmt.Errorf("no stored readings match; check %s", flags)
 	}
+	if res.Truncated {
+		return nil, fmt.Errorf("more than %d %s match: narrow them with %s", api.MaxRowLimit, cols, flags)
+	}
 	return res.Rows, nil
 }
 
-// history fetches one series through the query API.
-func history(ctx context.Context, c *api.Client, ref seriesRef, cond string) ([]time.Time, []float64, error) {
-	q := "SELECT epoch_us(ts) AS us, value FROM readings WHERE " + cond +
-		" AND device = " + sqlString(ref.device) + " AND metric = " + sqlString(ref.metric) + " ORDER BY ts"
-	res, err := c.Query(ctx, q, api.MaxRowLimit)
-	if err != nil {
-		return nil, nil, err
-	}
-	ts, xs := make([]time.Time, len(res.Rows)), make([]float64, len(res.Rows))
-	for i, row := range res.Rows {
-		us, err1 := strconv.ParseInt(fmt.Sprint(row[0]), 10, 64)
-		x, err2 := strconv.ParseFloat(fmt.Sprint(row[1]), 64)
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, nil, fmt.Errorf("%s/%s row %d: %w", ref.device, ref.metric, i, err)
+// histories streams the readings that match cond to fn one series at a
+// time, in (device, metric) order and each in time order, from a single
+// query answered as Arrow batches: one pass over the stored readings
+// whatever the number of series, and no row limit.
+func histories(ctx context.Context, c *api.Client, cond string, fn func(ref seriesRef, ts []time.Time, xs []float64) error) error {
+	q := "SELECT device, metric, epoch_us(ts) AS us, value FROM readings WHERE " + cond + " ORDER BY device, metric, ts"
+	var cur seriesRef
+	var ts []time.Time
+	var xs []float64
+	flush := func() error {
+		if len(ts) == 0 {
+			return nil
 		}
-		ts[i], xs[i] = time.UnixMicro(us).UTC(), x
+		err := fn(cur, ts, xs)
+		ts, xs = nil, nil // fn may keep them
+		return err
 	}
-	return ts, xs, nil
+	err := c.QueryArrow(ctx, q, func(rec arrow.RecordBatch) error {
+		dev, ok1 := rec.Column(0).(interface{ Value(int) string })
+		met, ok2 := rec.Column(1).(interface{ Value(int) string })
+		us, ok3 := rec.Column(2).(*array.Int64)
+		val, ok4 := rec.Column(3).(*array.Float64)
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			return fmt.Errorf("history: unexpected column types %s", rec.Schema())
+		}
+		for i := range int(rec.NumRows()) {
+			if ref := (seriesRef{dev.Value(i), met.Value(i)}); ref != cur {
+				if err := flush(); err != nil {
+					return err
+				}
+				cur = ref
+			}
+			ts = append(ts, time.UnixMicro(us.Value(i)).UTC())
+			xs = append(xs, val.Value(i))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// history fetches one series.
+func history(ctx context.Context, c *api.Client, ref seriesRef, cond string) ([]time.Time, []float64, error) {
+	var ts []time.Time
+	var xs []float64
+	err := histories(ctx, c, cond+" AND device = "+sqlString(ref.device)+" AND metric = "+sqlString(ref.metric), func(_ seriesRef, t []time.Time, x []float64) error {
+		ts, xs = t, x
+		return nil
+	})
+	return ts, xs, err
 }
 
 func readCSV(path string) ([]time.Time, []float64, error) {
