@@ -28,7 +28,7 @@ test-race:
 # broker-loop tests are left to test-race: under the race detector their
 # timings stretch past what they wait for.)
 race:
-	$(GO) test $(TAGS) -race -count=1 -timeout 15m ./ingest ./actions ./gateway/... ./store
+	$(GO) test $(TAGS) -race -count=1 -timeout 15m ./ingest ./actions ./api ./gateway/... ./store
 	$(GO) test $(TAGS) -race -count=1 -timeout 15m -run 'TestEndToEnd|TestShards|TestNewDefault|TestHTTP|TestTLS|TestModel|TestMultivariate|TestCloseCommitsInFlight' ./server
 
 test-short:
