@@ -95,31 +95,82 @@ func (c *Client) send(ctx context.Context, method, path string, in any, accept s
 // stream and is returned; so is one the server reports after its first
 // batch.
 func (c *Client) QueryArrow(ctx context.Context, sql string, fn func(arrow.RecordBatch) error) error {
-	resp, err := c.send(ctx, http.MethodPost, "/api/v1/query", QueryRequest{SQL: sql, Format: "arrow"}, ArrowStream)
+	a, err := c.QueryArrowStream(ctx, sql)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	rdr, err := ipc.NewReader(resp.Body)
-	if err != nil {
-		return fmt.Errorf("query: reading the Arrow answer: %w", err)
-	}
-	defer rdr.Release()
-	for rdr.Next() {
-		if err := fn(rdr.RecordBatch()); err != nil {
+	defer a.Close()
+	for a.Next() {
+		if err := fn(a.RecordBatch()); err != nil {
 			return err
 		}
 	}
-	if err := rdr.Err(); err != nil {
-		return fmt.Errorf("query: reading the Arrow answer: %w", err)
+	return a.Err()
+}
+
+// QueryArrowStream runs read-only SQL on the server and returns its Arrow
+// answer to read: the schema at once, then the record batches as they
+// arrive. Close it when done.
+func (c *Client) QueryArrowStream(ctx context.Context, sql string) (*ArrowAnswer, error) {
+	resp, err := c.send(ctx, http.MethodPost, "/api/v1/query", QueryRequest{SQL: sql, Format: "arrow"}, ArrowStream)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil { // up to the trailer
-		return fmt.Errorf("query: reading the Arrow answer: %w", err)
+	rdr, err := ipc.NewReader(resp.Body)
+	if err != nil {
+		resp.Body.Close()
+		return nil, fmt.Errorf("query: reading the Arrow answer: %w", err)
 	}
-	if msg := resp.Trailer.Get(ErrorTrailer); msg != "" {
-		return &StatusError{Code: http.StatusInternalServerError, Message: msg}
+	return &ArrowAnswer{resp: resp, rdr: rdr}, nil
+}
+
+// ArrowAnswer is an Arrow query answer being read. Like an
+// array.RecordReader: Next until false, the batch of each Next in
+// RecordBatch (valid until the next Next), then Err.
+type ArrowAnswer struct {
+	resp *http.Response
+	rdr  *ipc.Reader
+	err  error
+	done bool
+}
+
+// Schema returns the answer's columns.
+func (a *ArrowAnswer) Schema() *arrow.Schema { return a.rdr.Schema() }
+
+// Next moves to the next record batch and reports whether there is one.
+func (a *ArrowAnswer) Next() bool {
+	if a.done {
+		return false
 	}
-	return nil
+	if a.rdr.Next() {
+		return true
+	}
+	a.done = true
+	if err := a.rdr.Err(); err != nil {
+		a.err = fmt.Errorf("query: reading the Arrow answer: %w", err)
+		return false
+	}
+	if _, err := io.Copy(io.Discard, a.resp.Body); err != nil { // up to the trailer
+		a.err = fmt.Errorf("query: reading the Arrow answer: %w", err)
+		return false
+	}
+	if msg := a.resp.Trailer.Get(ErrorTrailer); msg != "" {
+		a.err = &StatusError{Code: http.StatusInternalServerError, Message: msg}
+	}
+	return false
+}
+
+// RecordBatch returns the batch Next moved to.
+func (a *ArrowAnswer) RecordBatch() arrow.RecordBatch { return a.rdr.RecordBatch() }
+
+// Err returns why the answer ended early, once Next has returned false:
+// nil when every row arrived.
+func (a *ArrowAnswer) Err() error { return a.err }
+
+// Close releases the answer; reading stops there.
+func (a *ArrowAnswer) Close() error {
+	a.rdr.Release()
+	return a.resp.Body.Close()
 }
 
 // Query runs read-only SQL on the server.

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/csv"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 
 	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/store"
@@ -24,24 +32,105 @@ func serverFlag(fs interface {
 func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("query", stderr)
 	url, token := serverFlag(fs)
-	format := fs.String("format", "table", "output: table or json")
-	limit := fs.Int("limit", api.DefaultRowLimit, "most rows to return")
+	format := fs.String("format", "table", "output: table or json (at most --limit rows), or every row as csv or arrow (an Arrow IPC file, which pyarrow, pandas and polars read)")
+	limit := fs.Int("limit", api.DefaultRowLimit, "most rows to return as table or json (bound csv and arrow with LIMIT in the SQL)")
+	out := fs.String("out", "", "write to this file instead of standard output (needed for arrow); it appears only once every row is written")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return errors.New(`give the SQL as an argument, e.g. vigil query "SELECT count(*) FROM readings"`)
 	}
+	sql := strings.Join(fs.Args(), " ")
 	c := &api.Client{BaseURL: *url, Token: *token}
-	res, err := c.Query(ctx, strings.Join(fs.Args(), " "), *limit)
+	switch *format {
+	case "table", "json":
+		res, err := c.Query(ctx, sql, *limit)
+		if err != nil {
+			return err
+		}
+		return writeOut(*out, stdout, func(w io.Writer) error {
+			if *format == "json" {
+				return json.NewEncoder(w).Encode(res)
+			}
+			return printTable(w, res)
+		})
+	case "csv", "arrow":
+		if flagSet(fs, "limit") {
+			return fmt.Errorf("--limit bounds table and json output; %s has every row: put a LIMIT in the SQL", *format)
+		}
+		if *out == "" && *format == "arrow" {
+			return errors.New("--format arrow writes a binary file: give it with --out FILE")
+		}
+		a, err := c.QueryArrowStream(ctx, sql)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		return writeOut(*out, stdout, func(w io.Writer) error { return exportArrow(*format, w, a) })
+	default:
+		return fmt.Errorf("--format %q: want table, json, csv or arrow", *format)
+	}
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// writeOut runs write on standard output, or on a file at path that
+// appears under that name only when write has succeeded: a failed query
+// never leaves a partial file that looks whole.
+func writeOut(path string, stdout io.Writer, write func(io.Writer) error) error {
+	if path == "" {
+		return write(stdout)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".partial-*")
 	if err != nil {
 		return err
 	}
-	if *format == "json" {
-		enc := json.NewEncoder(stdout)
-		return enc.Encode(res)
+	defer os.Remove(f.Name()) // gone after the rename
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
-	return printTable(stdout, res)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// exportArrow writes every batch of an Arrow answer to w as CSV (with a
+// header) or as an Arrow IPC file, and fails if the answer ends early.
+func exportArrow(format string, w io.Writer, a *api.ArrowAnswer) error {
+	var write func(arrow.RecordBatch) error
+	var finish func() error
+	switch format {
+	case "csv":
+		cw := csv.NewWriter(w, a.Schema(), csv.WithHeader(true), csv.WithNullWriter(""))
+		write, finish = cw.Write, func() error { cw.Flush(); return cw.Error() }
+	case "arrow":
+		fw, err := ipc.NewFileWriter(w, ipc.WithSchema(a.Schema()))
+		if err != nil {
+			return err
+		}
+		write, finish = fw.Write, fw.Close
+	}
+	for a.Next() {
+		if err := write(a.RecordBatch()); err != nil {
+			return err
+		}
+	}
+	if err := a.Err(); err != nil {
+		return err
+	}
+	return finish()
 }
 
 func printTable(w io.Writer, res *store.Result) error {

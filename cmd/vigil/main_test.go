@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/vigil-iot/vigil/api"
@@ -404,5 +406,75 @@ func TestTrainMultivariateFleet(t *testing.T) {
 	code := run(ctx, []string{"train", "--server", url, "--multivariate", "--metrics", "temperature,vibration"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), `drill-1 has no stored readings of "vibration"`) {
 		t.Fatalf("--metrics with a metric drill-1 lacks: exit %d: %s", code, stderr.String())
+	}
+}
+
+// TestQueryExport: `vigil query` writes every row of a result as CSV or as
+// an Arrow IPC file, past the JSON row limit; a query that fails leaves
+// no file behind; and the flags that do not fit are refused with what to
+// do instead.
+func TestQueryExport(t *testing.T) {
+	ctx := context.Background()
+	srv := startServer(t)
+	url := "http://" + srv.HTTPAddr()
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	const n = 12_000 // past the default JSON limit of 10,000
+	sql := fmt.Sprintf("SELECT range AS i, range / 4 AS quarter FROM range(%d)", n)
+	if code := run(ctx, []string{"query", "--server", url, "--format", "csv", sql}, &stdout, &stderr); code != 0 {
+		t.Fatalf("csv: exit %d: %s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != n+1 || lines[0] != "i,quarter" || lines[3] != "2,0.5" || lines[n] != fmt.Sprintf("%d,%v", n-1, float64(n-1)/4) {
+		t.Fatalf("csv: %d lines, header %q, row 3 %q, last %q", len(lines), lines[0], lines[3], lines[len(lines)-1])
+	}
+
+	path := filepath.Join(dir, "q.arrow")
+	if code := run(ctx, []string{"query", "--server", url, "--format", "arrow", "--out", path, sql}, &stdout, &stderr); code != 0 {
+		t.Fatalf("arrow: exit %d: %s", code, stderr.String())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fr, err := ipc.NewFileReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	rows, sum := 0, 0.0
+	for k := range fr.NumRecords() {
+		rec, err := fr.RecordBatch(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := rec.Column(1).(*array.Float64)
+		for r := range q.Len() {
+			sum += q.Value(r)
+		}
+		rows += int(rec.NumRows())
+	}
+	if want := float64(n) * float64(n-1) / 8; rows != n || sum != want {
+		t.Fatalf("arrow file: %d rows summing to %v, want %d summing to %v", rows, sum, n, want)
+	}
+
+	failed := filepath.Join(dir, "failed.arrow")
+	bad := fmt.Sprintf("SELECT CASE WHEN range < 10 THEN range ELSE error('no such sensor') END FROM range(%d)", n)
+	if code := run(ctx, []string{"query", "--server", url, "--format", "arrow", "--out", failed, bad}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "no such sensor") {
+		t.Fatalf("a failing query: exit %d: %s", code, stderr.String())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("a failing query left files: %v", entries)
+	}
+	for _, args := range [][]string{
+		{"--format", "csv", "--limit", "5"},
+		{"--format", "arrow"},
+		{"--format", "xml"},
+	} {
+		stderr.Reset()
+		if code := run(ctx, append(append([]string{"query", "--server", url}, args...), "SELECT 1"), &stdout, &stderr); code == 0 || stderr.Len() == 0 {
+			t.Errorf("%v: exit %d, %q", args, code, stderr.String())
+		}
 	}
 }
