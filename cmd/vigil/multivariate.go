@@ -66,7 +66,6 @@ func trainMultivariate(ctx context.Context, c *api.Client, stdout, stderr io.Wri
 	// One pass over the readings, device after device: each device's
 	// series arrive together, its metrics in name order.
 	bar := newProgress(stderr, len(devices))
-	done := 0
 	var seen []string // the devices streamed, trained or skipped
 	var dev string
 	got := map[string]seriesData{}
@@ -75,9 +74,8 @@ func trainMultivariate(ctx context.Context, c *api.Client, stdout, stderr io.Wri
 		if dev == "" {
 			return nil
 		}
-		done++
 		seen = append(seen, dev)
-		defer bar.step(done, dev)
+		defer bar.step(len(seen), dev)
 		names := want
 		if names == nil {
 			names = order
@@ -123,7 +121,7 @@ func trainMultivariate(ctx context.Context, c *api.Client, stdout, stderr io.Wri
 	if err := finish(); err != nil {
 		return err
 	}
-	if done < len(devices) { // a device with readings, but none of want
+	if len(seen) < len(devices) { // a device with readings, but none of want
 		for _, row := range devices {
 			if d := fmt.Sprint(row[0]); !slices.Contains(seen, d) {
 				return fmt.Errorf("%s has no stored readings of %s in the window", d, strings.Join(want, " or "))

@@ -149,17 +149,13 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if mode == bareAccept {
-			if err := rcv.AcceptMessage(ctx, m); err != nil {
+		var rs ingest.Readings
+		if mode != bareAccept {
+			if rs, err = ingest.Decode(m.GetData(), time.Now()); err != nil {
 				tb.Fatal(err)
 			}
-			continue
 		}
-		rs, err := ingest.Decode(m.GetData(), time.Now())
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if mode == bareDecode {
+		if mode != bareStore {
 			if err := rcv.AcceptMessage(ctx, m); err != nil {
 				tb.Fatal(err)
 			}
