@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -260,35 +261,134 @@ func (sh *shard) run() {
 			job.rec.Release()
 			continue
 		}
-		for _, v := range job.models {
-			sh.apply(ctx, v, job.since)
-		}
+		sh.applyRound(ctx, job.models, job.since)
 		job.applied <- struct{}{}
 	}
 }
 
-// apply puts one checked model version to work on the series it owns,
-// warmed on their stored readings from since on.
-func (sh *shard) apply(ctx context.Context, v modelVersion, since time.Time) {
-	switch v.scope {
-	case scopeDefault:
-		if err := sh.monitor.SetDefault(v.spec); err != nil {
-			sh.s.log.Error("model not applied", "model", v.name, "version", v.version, "err", err)
-			return
+// warmChunk is how many series' histories the shard reads in one scan
+// when it warms new per-series and per-device models: each scan reads
+// the telemetry once, whatever the number of series, and holds their
+// histories (up to WarmReadings each) until their models are built. A
+// variable so that tests can cross chunks with few series.
+var warmChunk = 1024
+
+// applyRound puts a round of checked model versions to work on the series
+// the shard owns, warmed on their stored readings from since on: a new
+// default on every series that runs it (one scan), and new per-series and
+// per-device models on histories read together, one scan per warmChunk
+// series, rather than one query per series.
+func (sh *shard) applyRound(ctx context.Context, vs []modelVersion, since time.Time) {
+	var chunk []pendingModel
+	var ids []store.SeriesID
+	flush := func() {
+		hist := sh.histories(ctx, ids, since)
+		for _, p := range chunk {
+			if err := p.apply(hist); err != nil {
+				sh.s.log.Error("model not applied", "model", p.v.name, "version", p.v.version, "err", err)
+			}
 		}
-		sh.defaultLabel = v.label
-		sh.warmDefault(ctx, v, since)
-	case scopeSeries:
-		if sh.owns(v.series.Device) {
-			sh.warm(ctx, v.series, v.spec, since, v.label)
-		}
-	case scopeDevice:
-		if sh.owns(v.series.Device) {
-			if err := sh.applyVector(ctx, v, since); err != nil {
+		chunk, ids = chunk[:0], ids[:0]
+	}
+	for _, v := range vs {
+		switch {
+		case v.scope == scopeDefault:
+			if err := sh.monitor.SetDefault(v.spec); err != nil {
 				sh.s.log.Error("model not applied", "model", v.name, "version", v.version, "err", err)
+				continue
+			}
+			sh.defaultLabel = v.label
+			sh.warmDefault(ctx, v, since)
+		case sh.owns(v.series.Device):
+			p, err := sh.prepare(ctx, v)
+			if err != nil {
+				sh.s.log.Error("model not applied", "model", v.name, "version", v.version, "err", err)
+				continue
+			}
+			chunk, ids = append(chunk, p), append(ids, p.ids...)
+			if len(ids) >= warmChunk {
+				flush()
 			}
 		}
 	}
+	if len(chunk) > 0 {
+		flush()
+	}
+}
+
+// history is a series' recent readings.
+type history struct {
+	ts []time.Time
+	xs []float64
+}
+
+// histories reads the recent readings (up to WarmReadings, from since on)
+// of the series ids in one scan. None are read when WarmReadings is 0; a
+// failed scan is logged and the models start cold.
+func (sh *shard) histories(ctx context.Context, ids []store.SeriesID, since time.Time) map[store.SeriesID]history {
+	out := make(map[store.SeriesID]history, len(ids))
+	n := sh.s.cfg.WarmReadings
+	if n <= 0 || len(ids) == 0 {
+		return out
+	}
+	err := sh.s.store.SeriesHistories(ctx, ids, n, since, func(d int32, m int16, ts []time.Time, xs []float64) error {
+		out[store.SeriesID{Device: d, Metric: m}] = history{slices.Clone(ts), slices.Clone(xs)}
+		return nil
+	})
+	if err != nil {
+		sh.s.log.Error("warming models on history", "series", len(ids), "err", err)
+	}
+	return out
+}
+
+// pendingModel is a per-series or per-device model version built and
+// waiting for the histories of the series it reads (ids) to be warmed
+// and put to work.
+type pendingModel struct {
+	v     modelVersion
+	ids   []store.SeriesID
+	apply func(map[store.SeriesID]history) error
+}
+
+// prepare builds the detector of a per-series or per-device version and
+// says which series' histories warm it.
+func (sh *shard) prepare(ctx context.Context, v modelVersion) (pendingModel, error) {
+	p := pendingModel{v: v}
+	switch v.scope {
+	case scopeSeries:
+		det, err := models.New(v.spec)
+		if err != nil {
+			return p, err
+		}
+		key := v.series
+		p.ids = []store.SeriesID{{Device: key.Device, Metric: key.Metric}}
+		p.apply = func(hist map[store.SeriesID]history) error {
+			h := hist[p.ids[0]]
+			models.ScoreSeries(det, h.ts, h.xs)
+			sh.monitor.Replace(key, det, true)
+			sh.labels[key] = v.label
+			return nil
+		}
+	case scopeDevice:
+		det, names, err := models.NewVector(v.spec)
+		if err != nil {
+			return p, err
+		}
+		dev := v.series.Device
+		metrics := make([]int16, len(names))
+		for i, name := range names {
+			if metrics[i], err = sh.s.store.MetricID(ctx, name); err != nil {
+				return p, err
+			}
+			p.ids = append(p.ids, store.SeriesID{Device: dev, Metric: metrics[i]})
+		}
+		p.apply = func(hist map[store.SeriesID]history) error {
+			return sh.putVector(v, det, dev, names, metrics, hist)
+		}
+	default:
+		return p, fmt.Errorf("model scope %d is not per series or per device", v.scope)
+	}
+	return p, nil
 }
 
 // scoreRecord scores the shard's rows of a committed batch.
@@ -346,25 +446,6 @@ func (sh *shard) transition(ctx context.Context, key models.SeriesKey, t time.Ti
 	}
 }
 
-// warm builds the series' own detector for key, replays the series'
-// recent history (from since on) through it and puts it to work.
-func (sh *shard) warm(ctx context.Context, key models.SeriesKey, spec models.Spec, since time.Time, label string) {
-	det, err := models.New(spec)
-	if err != nil {
-		sh.s.log.Error("model not applied", "label", label, "err", err)
-		return
-	}
-	if n := sh.s.cfg.WarmReadings; n > 0 {
-		ts, xs, err := sh.s.store.SeriesHistory(ctx, key.Device, key.Metric, since, time.Time{}, n)
-		if err != nil {
-			sh.s.log.Error("warming a model on history", "label", label, "err", err)
-		}
-		models.ScoreSeries(det, ts, xs)
-	}
-	sh.monitor.Replace(key, det, true)
-	sh.labels[key] = label
-}
-
 // warmDefault gives every series of the shard that runs the default model
 // a new detector of version v, warmed on the series' recent history, read
 // for all of them in one scan.
@@ -406,26 +487,14 @@ func (sh *shard) warmDefault(ctx context.Context, v modelVersion, since time.Tim
 	}
 }
 
-// applyVector builds a device's vector model, warms it on the device's
-// recent stored history of its metrics, lined up by timestamp, and puts it
-// to work from the next reading after that history.
-func (sh *shard) applyVector(ctx context.Context, v modelVersion, since time.Time) error {
-	det, names, err := models.NewVector(v.spec)
-	if err != nil {
-		return err
-	}
-	dev := v.series.Device
-	ids := make([]int16, len(names))
+// putVector warms a device's vector model on the recent stored history of
+// its metrics, lined up by timestamp, and puts it to work from the next
+// reading after that history.
+func (sh *shard) putVector(v modelVersion, det models.VectorDetector, dev int32, names []string, metrics []int16, hist map[store.SeriesID]history) error {
 	tss, xss := make([][]time.Time, len(names)), make([][]float64, len(names))
-	for i, name := range names {
-		if ids[i], err = sh.s.store.MetricID(ctx, name); err != nil {
-			return err
-		}
-		if n := sh.s.cfg.WarmReadings; n > 0 {
-			if tss[i], xss[i], err = sh.s.store.SeriesHistory(ctx, dev, ids[i], since, time.Time{}, n); err != nil {
-				sh.s.log.Error("warming a model on history", "label", v.label, "err", err)
-			}
-		}
+	for i, m := range metrics {
+		h := hist[store.SeriesID{Device: dev, Metric: m}]
+		tss[i], xss[i] = h.ts, h.xs
 	}
 	ts, rows := models.JoinSeries(tss, xss)
 	models.ScoreVectors(det, ts, rows)
@@ -434,12 +503,13 @@ func (sh *shard) applyVector(ctx context.Context, v modelVersion, since time.Tim
 		after = ts[len(ts)-1]
 	}
 	if sh.vectors == nil {
+		var err error
 		if sh.vectors, err = models.NewVectorMonitor(sh.s.cfg.Monitor, models.DefaultVectorWindow); err != nil {
 			return err
 		}
 		sh.deviceModels = map[int32]deviceModel{}
 	}
-	if err := sh.vectors.Set(dev, det, ids, after); err != nil {
+	if err := sh.vectors.Set(dev, det, metrics, after); err != nil {
 		return err
 	}
 	sh.deviceModels[dev] = deviceModel{label: v.label, feature: v.spec.Kind + " over " + strings.Join(names, ",")}

@@ -186,3 +186,64 @@ func TestWarmWindow(t *testing.T) {
 		t.Fatalf("no window: warm since %v, want no bound", since)
 	}
 }
+
+// TestPerSeriesModelsStartWarm: per-series models registered together are
+// each warmed on their own series' stored history, read for several series
+// per scan (three scans here, the chunk made small): an ewma_z that needs
+// 50 readings before it scores flags each device's next spike, which it
+// could not if it had started cold or on another series' readings.
+func TestPerSeriesModelsStartWarm(t *testing.T) {
+	defer func(n int) { warmChunk = n }(warmChunk)
+	warmChunk = 2
+	ctx := context.Background()
+	cfg := testConfig(t)
+	const devices = 5
+	// Devices, history and models are in the store before the server
+	// starts, so that its first round applies all the models together.
+	st, err := store.Open(ctx, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	temp, err := st.MetricID(ctx, "temperature")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for i := range devices {
+		name := fmt.Sprintf("own-%d", i)
+		d, err := st.AddDevice(ctx, name, "own-key-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 60 calm readings, each device around its own level.
+		if _, err := st.DB().Exec(`INSERT INTO telemetry SELECT ? + to_seconds(k), ?, ?, ? + 0.1 * (k % 5) FROM range(60) r(k)`, t0, d.ID, temp, 50+10*i); err != nil {
+			t.Fatal(err)
+		}
+		m := store.Model{Name: name + "/temperature", Spec: json.RawMessage(`{"kind":"ewma_z","params":{"warm_up":50}}`)}
+		if err := st.PutModel(ctx, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, cfg)
+	waitFor(t, "the models to be applied", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().ModelsApplied == devices })
+	for i := range devices {
+		name := fmt.Sprintf("own-%d", i)
+		c, err := sim.Connect(ctx, srv.MQTTAddr(), name, "own-key-"+name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+		// A spike for this device's level, not for the others'.
+		if _, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic(name), Payload: fmt.Appendf(nil, `{"temperature": %d}`, 50+10*i+20)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every device's spike to be flagged by its own model", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().Anomalies == devices })
+	var n int
+	if err := srv.Store().DB().QueryRow(`SELECT count(DISTINCT device_id) FROM anomalies WHERE model LIKE 'own-%/temperature@1(ewma_z)'`).Scan(&n); err != nil || n != devices {
+		t.Fatalf("%d devices flagged by their own models (%v), want %d", n, err, devices)
+	}
+}

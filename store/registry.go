@@ -202,6 +202,47 @@ func (s *Store) RecentHistories(ctx context.Context, limit int, since time.Time,
 	if err != nil {
 		return fmt.Errorf("recent histories: %w", err)
 	}
+	return eachSeries(rows, fn)
+}
+
+// SeriesID names one series: a device and one of its metrics.
+type SeriesID struct {
+	Device int32
+	Metric int16
+}
+
+// SeriesHistories streams the most recent readings (at most limit, limit >
+// 0) at or after since (all when since is zero) of each of the series in
+// ids that has any, as RecentHistories does, in one scan of the telemetry
+// for all of them: warming many new per-series or per-device models at
+// once costs one scan, not one per series. Series come in (device,
+// metric) order; one without readings is left out.
+func (s *Store) SeriesHistories(ctx context.Context, ids []SeriesID, limit int, since time.Time, fn func(device int32, metric int16, ts []time.Time, xs []float64) error) error {
+	if limit < 1 {
+		return fmt.Errorf("series histories: limit %d: want 1 or more", limit)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	devs, mets := make([]int32, len(ids)), make([]int16, len(ids))
+	for i, id := range ids {
+		devs[i], mets[i] = id.Device, id.Metric
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT t.device_id, t.metric_id, t.ts, t.value FROM telemetry t
+		SEMI JOIN (SELECT unnest(?::INTEGER[]) AS device_id, unnest(?::SMALLINT[]) AS metric_id) k USING (device_id, metric_id)
+		WHERE t.ts >= ?
+		QUALIFY row_number() OVER (PARTITION BY t.device_id, t.metric_id ORDER BY t.ts DESC) <= ?
+		ORDER BY t.device_id, t.metric_id, t.ts`, devs, mets, since.UTC(), limit)
+	if err != nil {
+		return fmt.Errorf("series histories: %w", err)
+	}
+	return eachSeries(rows, fn)
+}
+
+// eachSeries hands fn the rows (device_id, metric_id, ts, value, ordered
+// by series and time) one series at a time, reusing ts and xs, and closes
+// them.
+func eachSeries(rows *sql.Rows, fn func(device int32, metric int16, ts []time.Time, xs []float64) error) error {
 	defer rows.Close()
 	var (
 		dev    int32
@@ -216,7 +257,7 @@ func (s *Store) RecentHistories(ctx context.Context, limit int, since time.Time,
 		var t time.Time
 		var x float64
 		if err := rows.Scan(&d, &m, &t, &x); err != nil {
-			return fmt.Errorf("recent histories: %w", err)
+			return fmt.Errorf("histories: %w", err)
 		}
 		if series && (d != dev || m != met) {
 			if err := fn(dev, met, ts, xs); err != nil {
@@ -228,7 +269,7 @@ func (s *Store) RecentHistories(ctx context.Context, limit int, since time.Time,
 		ts, xs = append(ts, t), append(xs, x)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("recent histories: %w", err)
+		return fmt.Errorf("histories: %w", err)
 	}
 	if series {
 		return fn(dev, met, ts, xs)

@@ -151,6 +151,49 @@ func TestRecentHistories(t *testing.T) {
 	}
 }
 
+// TestSeriesHistories: exactly the series asked for come, each once with
+// its last limit readings at or after since in time order, the same as
+// SeriesHistory gives for it alone; a series without readings does not
+// come.
+func TestSeriesHistories(t *testing.T) {
+	s, err := Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fillSeries(t, s, 4, 3, 10) // ts 2026-11-29 00:00:00 + i s, i = 0..9
+	ctx := context.Background()
+	since := time.Date(2026, 11, 29, 0, 0, 6, 0, time.UTC)
+	ids := []SeriesID{{3, 2}, {1, 0}, {9, 9}, {3, 0}} // {9, 9} has no readings
+	got := map[SeriesID][]float64{}
+	err = s.SeriesHistories(ctx, ids, 3, since, func(d int32, m int16, ts []time.Time, xs []float64) error {
+		k := SeriesID{d, m}
+		if _, dup := got[k]; dup {
+			t.Errorf("series %v came twice", k)
+		}
+		got[k] = append([]float64(nil), xs...)
+		wantTS, wantXS, err := s.SeriesHistory(ctx, d, m, since, time.Time{}, 3)
+		if err != nil || fmt.Sprint(ts, xs) != fmt.Sprint(wantTS, wantXS) {
+			t.Errorf("series %v: %v %v; SeriesHistory gives %v %v (%v)", k, ts, xs, wantTS, wantXS, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[SeriesID][]float64{{1, 0}: {1007, 1008, 1009}, {3, 0}: {3007, 3008, 3009}, {3, 2}: {3207, 3208, 3209}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("histories:\n got %v\nwant %v", got, want)
+	}
+	n := 0
+	if err := s.SeriesHistories(ctx, []SeriesID{{2, 1}}, 100, since, func(_ int32, _ int16, ts []time.Time, _ []float64) error { n = len(ts); return nil }); err != nil || n != 4 {
+		t.Fatalf("a limit above the readings since: %d readings (%v), want 4", n, err)
+	}
+	if err := s.SeriesHistories(ctx, ids, 0, since, nil); err == nil {
+		t.Error("limit 0 accepted")
+	}
+}
+
 // TestRecentHistoriesSince: readings before since are left out, also when
 // a series has fewer than limit readings after it; a series with none
 // after it does not come at all.
@@ -205,6 +248,21 @@ func BenchmarkWarmHistories(b *testing.B) {
 		for b.Loop() {
 			n := 0
 			if err := s.RecentHistories(ctx, limit, time.Time{}, 0, 1, func(int32, int16, []time.Time, []float64) error { n++; return nil }); err != nil || n != devices*metrics {
+				b.Fatalf("%d series, %v", n, err)
+			}
+		}
+		b.ReportMetric(float64(devices*metrics)*float64(b.N)/b.Elapsed().Seconds(), "series/s")
+	})
+	b.Run("vigil_listed_series", func(b *testing.B) { // the series named one by one, as new per-series models are
+		var ids []SeriesID
+		for d := 1; d <= devices; d++ {
+			for m := range metrics {
+				ids = append(ids, SeriesID{int32(d), int16(m)})
+			}
+		}
+		for b.Loop() {
+			n := 0
+			if err := s.SeriesHistories(ctx, ids, limit, time.Time{}, func(int32, int16, []time.Time, []float64) error { n++; return nil }); err != nil || n != devices*metrics {
 				b.Fatalf("%d series, %v", n, err)
 			}
 		}
