@@ -122,6 +122,13 @@ type Options struct {
 	// 2, 594 ns with 8 on a 2-core machine), while large analytic queries
 	// run faster with more (1.3× with 2 threads on 2 cores).
 	Threads int
+	// ExternalAccess lets SQL through Query and QueryArrow read files and
+	// URLs the server process can reach (read_csv, read_parquet,
+	// read_text, ...). Off by default: the query API is for the readings,
+	// and anyone who may query must not read the server's files. Turn it
+	// on only where every API user may read what the vigil process may,
+	// e.g. to join archived Parquet files.
+	ExternalAccess bool
 }
 
 // DefaultThreads returns the DuckDB thread count vigil uses unless told
@@ -157,6 +164,14 @@ func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) 
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if !opts.ExternalAccess {
+		// For the whole database and for good: a query cannot set it back
+		// (and may not SET anything).
+		if _, err := db.ExecContext(ctx, `SET enable_external_access = false`); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	return s, nil
 }

@@ -3,6 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,9 +193,16 @@ func TestCommitIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// TestQueryIsReadOnly: only read-only statements run, one at a time. The
+// store allows external access here, so that the statement check alone
+// stands between a query and, say, COPY writing a file.
 func TestQueryIsReadOnly(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTemp(t)
+	s, err := OpenOptions(ctx, t.TempDir(), Options{ExternalAccess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	s.AddDevice(ctx, "a-device", "secret-key-1")
 	res, err := s.Query(ctx, `SELECT name, status FROM devices`, 10)
 	if err != nil {
@@ -238,6 +249,45 @@ func TestQueryIsReadOnly(t *testing.T) {
 	}
 	if _, err := s.Query(ctx, `SELEC nonsense`, 3); err == nil {
 		t.Fatal("a syntax error was not reported")
+	}
+}
+
+// TestQueryCannotReadFiles: a query reads the database, not the server's
+// files; with ExternalAccess it may, and telemetry still commits either way.
+func TestQueryCannotReadFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret.txt")
+	if err := os.WriteFile(secret, []byte("hunter2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, external := range []bool{false, true} {
+		s, err := OpenOptions(ctx, filepath.Join(dir, fmt.Sprint(external)), Options{ExternalAccess: external})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{
+			"SELECT content FROM read_text('" + secret + "')",
+			"SELECT * FROM read_csv('" + secret + "')",
+		} {
+			res, err := s.Query(ctx, q, 10)
+			if !external && (err == nil || !strings.Contains(err.Error(), "disabled by configuration")) {
+				t.Errorf("%s: %+v %v; want a refusal", q, res, err)
+			}
+			if external && (err != nil || !strings.Contains(fmt.Sprint(res), "hunter2")) {
+				t.Errorf("with ExternalAccess, %s: %+v %v", q, res, err)
+			}
+		}
+		err = s.QueryArrow(ctx, "SELECT content FROM read_text('"+secret+"')", func(array.RecordReader) error { return nil })
+		if external != (err == nil) {
+			t.Errorf("external access %v: QueryArrow gave %v", external, err)
+		}
+		rec := benchBatch(100, time.Now())
+		if err := s.Commit(ctx, Batch{Readings: rec}); err != nil {
+			t.Fatalf("external access %v: commit: %v", external, err)
+		}
+		rec.Release()
+		s.Close()
 	}
 }
 

@@ -35,6 +35,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	warmWindow := fs.Duration("warm-window", def.WarmWindow, "a new model warms on stored history within this long before the newest reading (0: all of it)")
 	scorers := fs.Int("scorers", 0, "goroutines scoring readings, each for its share of the devices (0: one per CPU)")
 	dbThreads := fs.Int("duckdb-threads", 0, "threads DuckDB runs queries on (0: half the CPUs); more speed up large queries, but each one beyond the first costs CPU on every commit")
+	sqlFiles := fs.Bool("sql-file-access", false, "let API queries read files and URLs the server can reach (read_csv, read_parquet, ...): only where every API user may read what this process may")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	amqpDef := amqp.DefaultConfig()
 	amqpURL := fs.String("amqp", "", "also link to an AMQP 1.0 broker: amqp[s]://USER:PASS@HOST:PORT")
@@ -54,7 +55,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	cfg.Ingest.MaxRows, cfg.Ingest.MaxDelay = *maxRows, *maxDelay
 	cfg.Ingest.PatientDelay = *patientDelay
-	cfg.Scorers, cfg.Store.Threads = *scorers, *dbThreads
+	cfg.Scorers, cfg.Store.Threads, cfg.Store.ExternalAccess = *scorers, *dbThreads, *sqlFiles
 	cfg.WarmWindow = *warmWindow
 	if *tlsCert != "" || *tlsKey != "" {
 		certs, err := loadCertFiles(*tlsCert, *tlsKey, 10*time.Second)
