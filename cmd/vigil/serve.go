@@ -44,6 +44,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpCommands := fs.String("amqp-commands", amqpDef.CommandAddress, "address template for a device's commands; {id} is the device id")
 	amqpFeedback := fs.String("amqp-feedback", amqpDef.Feedback, "address devices send command acknowledgements to")
 	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
+	amqpMaxBody := fs.Int("amqp-max-body", amqpDef.MaxBody, "largest telemetry body taken from the broker, in bytes; a larger one is rejected")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -67,6 +68,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust
+		ac.MaxBody = *amqpMaxBody
 		cfg.AMQP = &ac
 	}
 	log := newLogger(stderr, *logLevel)

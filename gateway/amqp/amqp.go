@@ -317,6 +317,14 @@ func (l *link) receiveTelemetry(ctx context.Context) error {
 			}})
 			continue
 		}
+		if len(body) > g.cfg.MaxBody {
+			g.refusedBody.Add(1)
+			l.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+				Condition:   amqp.ErrCondMessageSizeExceeded,
+				Description: fmt.Sprintf("body of %d bytes is over the %d-byte limit: split the readings over several messages", len(body), g.cfg.MaxBody),
+			}})
+			continue
+		}
 		m := gateway.Message{
 			Device: dev, Source: g.cfg.Source, ID: messageID(msg), Body: body, Received: time.Now().UTC(),
 			Settle: l.settleFunc(msg), Patient: true,

@@ -151,7 +151,7 @@ func TestRefusedMessages(t *testing.T) {
 	b := needBroker(t)
 	const dev, ghost, off = "ref-dev", "ref-ghost", "ref-off"
 	vhost, keys := b.Provision(t, dev, ghost, off)
-	v := startVigil(t, b, vhost, []string{dev, off}, nil)
+	v := startVigil(t, b, vhost, []string{dev, off}, func(c *Config) { c.MaxBody = 200 })
 	if _, err := v.store.SetDeviceStatus(context.Background(), off, store.Disabled); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +171,7 @@ func TestRefusedMessages(t *testing.T) {
 		{"device disabled", off, withUser(off, good), func(s Stats) int64 { return s.RefusedOff }},
 		{"no user-id", dev, amqp.NewMessage(good), func(s Stats) int64 { return s.RefusedNoID }},
 		{"body neither data nor string", dev, &amqp.Message{Properties: &amqp.MessageProperties{UserID: []byte(dev)}, Value: int64(42)}, func(s Stats) int64 { return s.RefusedBody }},
+		{"body over MaxBody", dev, withUser(dev, []byte(`[`+strings.Repeat(`{"temperature": 70.1},`, 10)+`{"temperature": 70.1}]`)), func(s Stats) int64 { return s.RefusedBody }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,7 +197,7 @@ func TestRefusedMessages(t *testing.T) {
 	// The malformed message came last: by now any redelivery of a
 	// rejected one would have been counted again.
 	s := v.gw.Stats()
-	if s.RefusedUnknown != 1 || s.RefusedOff != 1 || s.RefusedNoID != 1 || s.RefusedBody != 1 || s.Telemetry != 1 || s.Released != 0 {
+	if s.RefusedUnknown != 1 || s.RefusedOff != 1 || s.RefusedNoID != 1 || s.RefusedBody != 2 || s.Telemetry != 1 || s.Released != 0 {
 		t.Fatalf("gateway stats %+v: want each refusal counted once and only the malformed message handed to the sink", s)
 	}
 	if got := v.storedReadings(t); len(got) != 0 {

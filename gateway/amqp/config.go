@@ -53,6 +53,10 @@ type Config struct {
 	// Workers is how many goroutines hand messages to the sink (which
 	// decodes them on the calling goroutine).
 	Workers int
+	// MaxBody bounds a telemetry message's body, in bytes, as MQTT's
+	// packet size and HTTP's body limit bound theirs: a larger one is
+	// rejected (and counted) without being decoded or stored.
+	MaxBody int
 	// DialTimeout bounds one connection attempt.
 	DialTimeout time.Duration
 	// MaxBackoff caps the wait between two connection attempts.
@@ -71,7 +75,7 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		URL: "amqp://127.0.0.1:5672", Source: DefaultSource, CommandAddress: DefaultCommandAddress,
-		Feedback: DefaultFeedback, Credit: 10000, Workers: 2, DialTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
+		Feedback: DefaultFeedback, Credit: 10000, Workers: 2, MaxBody: 1 << 20, DialTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
 	}
 }
 
@@ -103,6 +107,9 @@ func (c Config) Validate() error {
 	}
 	if c.Workers < 1 {
 		return fmt.Errorf("amqp: workers %d: must be at least 1", c.Workers)
+	}
+	if c.MaxBody < 1 {
+		return fmt.Errorf("amqp: max body %d: must be at least 1 byte", c.MaxBody)
 	}
 	if c.DialTimeout <= 0 || c.MaxBackoff <= 0 {
 		return fmt.Errorf("amqp: dial timeout (%s) and max backoff (%s) must be positive", c.DialTimeout, c.MaxBackoff)

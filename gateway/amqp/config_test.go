@@ -24,6 +24,7 @@ func TestValidate(t *testing.T) {
 		{"command address without id", func(c *Config) { c.CommandAddress = "/exchange/amq.topic/commands" }, "{id}"},
 		{"credit that stalls", func(c *Config) { c.Credit = 100 }, "at least 2000"},
 		{"no workers", func(c *Config) { c.Workers = 0 }, "workers"},
+		{"no body", func(c *Config) { c.MaxBody = 0 }, "max body"},
 		{"no backoff", func(c *Config) { c.MaxBackoff = 0 }, "backoff"},
 	}
 	for _, tc := range tests {
