@@ -502,7 +502,7 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 		var outcomeErr *amqp.Error
 		if dev, rej := g.identify(msg); rej != nil {
 			outcomeErr = rej
-		} else if a, bad := parseAck(msg, dev); bad != "" {
+		} else if a, bad := parseAck(msg, dev, g.cfg.MaxBody); bad != "" {
 			g.badAcks.Add(1)
 			outcomeErr = &amqp.Error{Condition: amqp.ErrCondInvalidField, Description: bad}
 		} else {
@@ -525,8 +525,9 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 	}
 }
 
-// parseAck reads an acknowledgement; bad says what is wrong with it.
-func parseAck(msg *amqp.Message, dev gateway.Device) (a gateway.Ack, bad string) {
+// parseAck reads an acknowledgement, whose body may hold up to maxBody
+// bytes; bad says what is wrong with it.
+func parseAck(msg *amqp.Message, dev gateway.Device, maxBody int) (a gateway.Ack, bad string) {
 	a = gateway.Ack{Device: dev, Received: time.Now().UTC()}
 	if msg.Properties != nil {
 		a.CommandID = idString(msg.Properties.CorrelationID)
@@ -540,6 +541,9 @@ func parseAck(msg *amqp.Message, dev gateway.Device) (a gateway.Ack, bad string)
 		return a, fmt.Sprintf("application property ack is %q: want %q or %q", status, gateway.AckCompleted, gateway.AckRejected)
 	}
 	if body, ok := messageBody(msg); ok && len(bytes.TrimSpace(body)) > 0 {
+		if len(body) > maxBody {
+			return a, fmt.Sprintf("body of %d bytes is over the %d-byte limit: keep the detail short", len(body), maxBody)
+		}
 		var doc struct {
 			Detail string `json:"detail"`
 		}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	amqp "github.com/Azure/go-amqp"
+
+	"github.com/vigil-iot/vigil/gateway"
 )
 
 func TestValidate(t *testing.T) {
@@ -99,6 +101,36 @@ func TestMessageIDAndBody(t *testing.T) {
 		got, ok := messageBody(tc.msg)
 		if string(got) != tc.want || ok != tc.ok {
 			t.Errorf("%s: messageBody = %q, %v; want %q, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestParseAck reads a command acknowledgement's correlation id, status and
+// detail, and says what is wrong with one that lacks them or whose body is
+// over the limit.
+func TestParseAck(t *testing.T) {
+	dev := gateway.Device{ID: 7, Name: "press-7"}
+	ack := func(cid any, status string, body string) *amqp.Message {
+		m := amqp.NewMessage([]byte(body))
+		m.Properties = &amqp.MessageProperties{CorrelationID: cid}
+		m.ApplicationProperties = map[string]any{"ack": status}
+		return m
+	}
+	a, bad := parseAck(ack("c-1", "completed", `{"detail": "load reduced"}`), dev, 100)
+	if bad != "" || a.CommandID != "c-1" || a.Status != gateway.AckCompleted || a.Detail != "load reduced" || a.Device != dev {
+		t.Fatalf("a good acknowledgement: %+v, %q", a, bad)
+	}
+	for _, tc := range []struct {
+		name string
+		msg  *amqp.Message
+		want string
+	}{
+		{"no correlation id", ack(nil, "completed", ""), "correlation-id"},
+		{"unknown status", ack("c-1", "done", ""), `"done"`},
+		{"body over the limit", ack("c-1", "rejected", `{"detail": "`+strings.Repeat("x", 200)+`"}`), "over the 100-byte limit"},
+	} {
+		if _, bad := parseAck(tc.msg, dev, 100); !strings.Contains(bad, tc.want) {
+			t.Errorf("%s: %q, want it to mention %s", tc.name, bad, tc.want)
 		}
 	}
 }
