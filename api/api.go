@@ -58,12 +58,6 @@ type QueryRequest struct {
 // ArrowStream is the media type of Arrow IPC stream answers.
 const ArrowStream = "application/vnd.apache.arrow.stream"
 
-// ErrorTrailer is the HTTP trailer that carries the error of an Arrow
-// answer that failed after its first batch was sent: its status, 200,
-// was sent with the first batch. A client must read the stream to its end
-// and check the trailer before it trusts the rows.
-const ErrorTrailer = "Vigil-Error"
-
 // DeviceRequest is the body of POST /api/v1/devices. An empty Key asks the
 // server to generate one.
 type DeviceRequest struct {
@@ -185,19 +179,26 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request, req QueryRequest
 }
 
 // queryArrow streams the result of sql as an Arrow IPC stream. An error
-// before the first batch is an error answer as for JSON; one after it goes
-// in the ErrorTrailer.
+// before the first batch is an error answer as for JSON. One after it (its
+// 200 status is gone with the first batch) breaks the connection off
+// before the end of the answer, so that no reader — pyarrow, curl, the Go
+// client — can take the rows sent so far for all of them; the server logs
+// why.
 func (h *handler) queryArrow(w http.ResponseWriter, r *http.Request, sql string) {
 	started := false
 	err := h.b.QueryArrow(r.Context(), sql, func(rdr array.RecordReader) error {
 		w.Header().Set("Content-Type", ArrowStream)
-		w.Header().Set("Trailer", ErrorTrailer)
 		started = true
 		iw := ipc.NewWriter(w, ipc.WithSchema(rdr.Schema()))
+		flush := func() {}
+		if f, ok := w.(http.Flusher); ok {
+			flush = f.Flush
+		}
 		for rdr.Next() {
 			if err := iw.Write(rdr.RecordBatch()); err != nil {
 				return err
 			}
+			flush() // the client reads each batch as it is produced
 		}
 		if err := rdr.Err(); err != nil {
 			return err
@@ -209,8 +210,8 @@ func (h *handler) queryArrow(w http.ResponseWriter, r *http.Request, sql string)
 	case !started:
 		writeError(w, http.StatusBadRequest, err)
 	default:
-		w.Header().Set(ErrorTrailer, err.Error())
-		h.log.Warn("arrow query failed after its first batch", "err", err)
+		h.log.Warn("arrow answer broken off: the query failed after its first batch", "err", err)
+		panic(http.ErrAbortHandler)
 	}
 }
 
