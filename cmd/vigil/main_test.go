@@ -478,3 +478,16 @@ func TestQueryExport(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopbackOnly tells the API addresses only this machine can reach
+// (no warning without a token) from the ones others can.
+func TestLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:8080": true, "127.0.0.2:80": true,
+		"0.0.0.0:8080": false, "[::]:8080": false, ":8080": false, "192.168.1.5:8080": false, "vigil.example:8080": false, "garbage": false,
+	} {
+		if got := loopbackOnly(addr); got != want {
+			t.Errorf("loopbackOnly(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

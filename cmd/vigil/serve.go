@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"time"
 
@@ -88,6 +89,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		broker = redact(cfg.AMQP.URL)
 	}
 	log.Info("vigil serving", "mqtt", srv.MQTTAddr(), "amqp", broker, "api", api, "data", *dataDir, "devices", len(srv.Store().Devices()))
+	if a := srv.HTTPAddr(); a != "" && cfg.APIToken == "" && !loopbackOnly(a) {
+		log.Warn("the HTTP API has no token and listens beyond this machine: whoever reaches "+a+" can read every reading, register devices and models; set --api-token (or VIGIL_API_TOKEN) or listen on 127.0.0.1", "api", api)
+	}
 	<-ctx.Done()
 	log.Info("shutting down: committing in-flight batches")
 	if err := srv.Close(context.Background()); err != nil {
@@ -95,4 +99,18 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// loopbackOnly reports whether a listening address (host:port) takes
+// connections from this machine only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
