@@ -20,7 +20,7 @@ import (
 	"github.com/vigil-iot/vigil/store"
 )
 
-func serve(t *testing.T, token string) (*Client, *store.Store) {
+func serve(t testing.TB, token string) (*Client, *store.Store) {
 	t.Helper()
 	st, err := store.Open(context.Background(), t.TempDir())
 	if err != nil {
