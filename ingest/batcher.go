@@ -227,7 +227,6 @@ func (b *Batcher) Stats() Stats {
 
 type pending struct {
 	cols   store.TelemetryColumns // the readings
-	rows   int
 	dead   []store.DeadLetter
 	settle []func(error)
 	nDead  int
@@ -333,7 +332,7 @@ func (b *Batcher) run() {
 				armed = true
 			}
 			b.add(p, it)
-			if p.rows >= b.cfg.MaxRows {
+			if p.cols.Len() >= b.cfg.MaxRows {
 				disarm()
 				b.flush(p)
 			}
@@ -414,14 +413,7 @@ func (b *Batcher) add(p *pending, it item) {
 		})
 		p.nDead++
 	} else {
-		c := &p.cols
-		c.TS = append(c.TS, rs.TS...)
-		c.Value = append(c.Value, rs.Value...)
-		for _, k := range rs.Metric {
-			c.MetricID = append(c.MetricID, ids[k])
-			c.DeviceID = append(c.DeviceID, m.Device.ID)
-		}
-		p.rows += rs.Len()
+		rs.AppendTo(&p.cols, m.Device.ID, ids)
 	}
 	p.settle = append(p.settle, m.Settle)
 	if it.columns != nil && cap(rs.Value) <= maxPooledReadings {
@@ -434,6 +426,7 @@ func (b *Batcher) add(p *pending, it item) {
 // committed readings to the observer. The columns are kept for the next
 // batch unless the observer took them.
 func (b *Batcher) flush(p *pending) {
+	rows := p.cols.Len()
 	rec := p.cols.Record()
 	defer rec.Release()
 	ids := p.ids.NewRecordBatch()
@@ -441,10 +434,10 @@ func (b *Batcher) flush(p *pending) {
 	err := b.store.Commit(context.Background(), store.Batch{Readings: rec, MessageIDs: ids, DeadLetters: p.dead})
 	if err != nil {
 		b.commitErrors.Add(1)
-		b.log.Error("commit failed; messages are not acknowledged and devices will resend", "messages", len(p.settle), "readings", p.rows, "err", err)
+		b.log.Error("commit failed; messages are not acknowledged and devices will resend", "messages", len(p.settle), "readings", rows, "err", err)
 	} else {
 		b.batches.Add(1)
-		b.readings.Add(int64(p.rows))
+		b.readings.Add(int64(rows))
 		b.deadLetters.Add(int64(p.nDead))
 		b.messages.Add(int64(p.nMsgs))
 		before := b.seen.evicted
@@ -468,12 +461,11 @@ func (b *Batcher) flush(p *pending) {
 		rec.Retain()
 		b.observe(rec)
 		// The next batch will likely be as large as this one.
-		p.fresh(min(max(p.rows, 1024), b.cfg.MaxRows+MaxReadingsPerMessage))
+		p.fresh(min(max(rows, 1024), b.cfg.MaxRows+MaxReadingsPerMessage))
 	} else {
-		p.cols.TS, p.cols.DeviceID = p.cols.TS[:0], p.cols.DeviceID[:0]
-		p.cols.MetricID, p.cols.Value = p.cols.MetricID[:0], p.cols.Value[:0]
+		p.cols.Reset()
 	}
-	p.rows, p.nDead, p.nMsgs = 0, 0, 0
+	p.nDead, p.nMsgs = 0, 0
 	clear(p.keys)
 	p.dead = p.dead[:0]
 	clear(p.settle)

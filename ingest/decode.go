@@ -41,6 +41,17 @@ func (r Readings) At(i int) Reading {
 	return Reading{TS: time.UnixMicro(r.TS[i]).UTC(), Metric: r.Names[r.Metric[i]], Value: r.Value[i]}
 }
 
+// AppendTo adds the readings to a batch's columns as readings of device,
+// the metric Names[k] being stored under metricIDs[k].
+func (r Readings) AppendTo(c *store.TelemetryColumns, device int32, metricIDs []int16) {
+	c.TS = append(c.TS, r.TS...)
+	c.Value = append(c.Value, r.Value...)
+	for _, k := range r.Metric {
+		c.MetricID = append(c.MetricID, metricIDs[k])
+		c.DeviceID = append(c.DeviceID, device)
+	}
+}
+
 // columns turns readings into Readings.
 func columns(rs []Reading) Readings {
 	out := Readings{Metric: make([]int32, len(rs)), TS: make([]int64, len(rs)), Value: make([]float64, len(rs))}

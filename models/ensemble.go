@@ -38,7 +38,7 @@ func (c EnsembleConfig) Validate() error {
 // blur; detectors that see different kinds of anomaly (spikes, level
 // shifts, seasonal misfits) then cover for one another.
 //
-// Up to three members are held in the Ensemble itself rather than in a
+// Up to four members are held in the Ensemble itself rather than in a
 // slice of their own, and the Ensemble has no pointers into itself, so a
 // wrapper (Refractory, Handover) can hold it by value: a reading then
 // follows one pointer fewer to each member.

@@ -191,16 +191,20 @@ func (s *Store) RecentHistories(ctx context.Context, limit int, since time.Time,
 	if limit < 1 || shards < 1 || shard < 0 || shard >= shards {
 		return fmt.Errorf("recent histories: limit %d, shard %d of %d: want limit ≥ 1 and 0 ≤ shard < shards", limit, shard, shards)
 	}
-	where, args := "device_id::UBIGINT % ? = ?", []any{shards, shard}
-	if !since.IsZero() {
-		where, args = "ts >= ? AND "+where, append([]any{since.UTC()}, args...)
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT device_id, metric_id, ts, value FROM telemetry
-		WHERE `+where+`
-		QUALIFY row_number() OVER (PARTITION BY device_id, metric_id ORDER BY ts DESC) <= ?
-		ORDER BY device_id, metric_id, ts`, append(args, limit)...)
+	return s.recentHistories(ctx, "", "t.device_id::UBIGINT % ? = ?", []any{shards, shard}, limit, since, fn)
+}
+
+// recentHistories runs the query RecentHistories and SeriesHistories
+// share: the last limit readings from since on of each series of
+// telemetry t that join and cond (SQL, with args in their order) select,
+// streamed to fn by eachSeries. A zero since is 0001-01-01: every reading.
+func (s *Store) recentHistories(ctx context.Context, join, cond string, args []any, limit int, since time.Time, fn func(device int32, metric int16, ts []time.Time, xs []float64) error) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT t.device_id, t.metric_id, t.ts, t.value FROM telemetry t `+join+`
+		WHERE `+cond+` AND t.ts >= ?
+		QUALIFY row_number() OVER (PARTITION BY t.device_id, t.metric_id ORDER BY t.ts DESC) <= ?
+		ORDER BY t.device_id, t.metric_id, t.ts`, append(args, since.UTC(), limit)...)
 	if err != nil {
-		return fmt.Errorf("recent histories: %w", err)
+		return fmt.Errorf("histories: %w", err)
 	}
 	return eachSeries(rows, fn)
 }
@@ -228,15 +232,8 @@ func (s *Store) SeriesHistories(ctx context.Context, ids []SeriesID, limit int, 
 	for i, id := range ids {
 		devs[i], mets[i] = id.Device, id.Metric
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT t.device_id, t.metric_id, t.ts, t.value FROM telemetry t
-		SEMI JOIN (SELECT unnest(?::INTEGER[]) AS device_id, unnest(?::SMALLINT[]) AS metric_id) k USING (device_id, metric_id)
-		WHERE t.ts >= ?
-		QUALIFY row_number() OVER (PARTITION BY t.device_id, t.metric_id ORDER BY t.ts DESC) <= ?
-		ORDER BY t.device_id, t.metric_id, t.ts`, devs, mets, since.UTC(), limit)
-	if err != nil {
-		return fmt.Errorf("series histories: %w", err)
-	}
-	return eachSeries(rows, fn)
+	return s.recentHistories(ctx, `SEMI JOIN (SELECT unnest(?::INTEGER[]) AS device_id, unnest(?::SMALLINT[]) AS metric_id) k USING (device_id, metric_id)`,
+		"true", []any{devs, mets}, limit, since, fn)
 }
 
 // eachSeries hands fn the rows (device_id, metric_id, ts, value, ordered

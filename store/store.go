@@ -55,6 +55,14 @@ type TelemetryColumns struct {
 	Value    []float64
 }
 
+// Len returns how many readings the columns hold.
+func (c *TelemetryColumns) Len() int { return len(c.Value) }
+
+// Reset empties the columns and keeps their room for the next batch.
+func (c *TelemetryColumns) Reset() {
+	c.TS, c.DeviceID, c.MetricID, c.Value = c.TS[:0], c.DeviceID[:0], c.MetricID[:0], c.Value[:0]
+}
+
 // Record wraps the columns as a record of TelemetrySchema without copying
 // them: the record holds the slices, which must not change while it lives.
 // Every value is valid, so no validity bitmap is built or scanned.

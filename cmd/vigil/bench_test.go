@@ -92,3 +92,15 @@ func BenchmarkTrainHistories(b *testing.B) {
 		check(b, series, n)
 	})
 }
+
+// history fetches one series with a query of its own: how `vigil train`
+// read its data before it read every series in one pass.
+func history(ctx context.Context, c *api.Client, ref seriesRef, cond string) ([]time.Time, []float64, error) {
+	var ts []time.Time
+	var xs []float64
+	err := histories(ctx, c, cond+" AND device = "+sqlString(ref.device)+" AND metric = "+sqlString(ref.metric), func(_ seriesRef, t []time.Time, x []float64) error {
+		ts, xs = t, x
+		return nil
+	})
+	return ts, xs, err
+}

@@ -243,17 +243,6 @@ func histories(ctx context.Context, c *api.Client, cond string, fn func(ref seri
 	return flush()
 }
 
-// history fetches one series.
-func history(ctx context.Context, c *api.Client, ref seriesRef, cond string) ([]time.Time, []float64, error) {
-	var ts []time.Time
-	var xs []float64
-	err := histories(ctx, c, cond+" AND device = "+sqlString(ref.device)+" AND metric = "+sqlString(ref.metric), func(_ seriesRef, t []time.Time, x []float64) error {
-		ts, xs = t, x
-		return nil
-	})
-	return ts, xs, err
-}
-
 func readCSV(path string) ([]time.Time, []float64, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -128,7 +128,6 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 	}
 	var cols store.TelemetryColumns
 	var unsettled []*amqp.Message
-	metricIDs := map[string]int16{}
 	commit := func() {
 		rec := cols.Record()
 		err := s.Commit(ctx, store.Batch{Readings: rec})
@@ -142,7 +141,7 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 			}
 		}
 		unsettled = unsettled[:0]
-		cols = store.TelemetryColumns{TS: cols.TS[:0], DeviceID: cols.DeviceID[:0], MetricID: cols.MetricID[:0], Value: cols.Value[:0]}
+		cols.Reset()
 	}
 	for range n {
 		m, err := rcv.Receive(ctx, nil)
@@ -161,25 +160,18 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 			}
 			continue
 		}
-		var ids [8]int16
-		for k, name := range rs.Names {
-			id, ok := metricIDs[name]
-			if !ok {
-				if id, err = s.MetricID(ctx, name); err != nil {
-					tb.Fatal(err)
-				}
-				metricIDs[name] = id
+		var idBuf [8]int16
+		ids := idBuf[:0]
+		for _, name := range rs.Names {
+			id, err := s.MetricID(ctx, name) // the store keeps them in memory
+			if err != nil {
+				tb.Fatal(err)
 			}
-			ids[k] = id
+			ids = append(ids, id)
 		}
-		cols.TS = append(cols.TS, rs.TS...)
-		cols.Value = append(cols.Value, rs.Value...)
-		for _, k := range rs.Metric {
-			cols.MetricID = append(cols.MetricID, ids[k])
-			cols.DeviceID = append(cols.DeviceID, dev)
-		}
+		rs.AppendTo(&cols, dev, ids)
 		unsettled = append(unsettled, m)
-		if len(cols.Value) >= store.RowGroupRows {
+		if cols.Len() >= store.RowGroupRows {
 			commit()
 		}
 	}
