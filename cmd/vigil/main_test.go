@@ -126,6 +126,57 @@ func TestScoreIsReproducible(t *testing.T) {
 	}
 }
 
+// TestScoreOutIsWholeOrNothing scores a file onto itself, and checks that a
+// run that fails part-way leaves the earlier output as it was and no
+// partial file behind.
+func TestScoreOutIsWholeOrNothing(t *testing.T) {
+	src, err := os.ReadFile("../../testdata/nab/data/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	same := filepath.Join(dir, "same.csv")
+	if err := os.WriteFile(same, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"score", "--model", "ewma_z", "--in", same, "--out", same}, &stdout, &stderr); code != 0 {
+		t.Fatalf("scoring a file onto itself: exit %d: %s", code, stderr.String())
+	}
+	got, _ := os.ReadFile(same)
+	inLines, outLines := strings.Split(strings.TrimSpace(string(src)), "\n"), strings.Split(strings.TrimSpace(string(got)), "\n")
+	if len(outLines) != len(inLines) || !strings.HasPrefix(outLines[len(outLines)-1], inLines[len(inLines)-1]+",") {
+		t.Fatalf("scored onto itself: %d lines for %d, last %q", len(outLines), len(inLines), outLines[len(outLines)-1])
+	}
+
+	bad := filepath.Join(dir, "bad.csv")
+	if err := os.WriteFile(bad, append(append([]byte{}, src...), "not a time,1\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.csv")
+	if err := os.WriteFile(out, []byte("earlier\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"score", "--model", "ewma_z", "--in", bad, "--out", out}, &stdout, &stderr); code == 0 {
+		t.Fatal("a CSV with a bad timestamp on its last line scored without an error")
+	}
+	if !strings.Contains(stderr.String(), "line") {
+		t.Errorf("the error does not say which line: %s", stderr.String())
+	}
+	if b, _ := os.ReadFile(out); string(b) != "earlier\n" {
+		t.Errorf("a failed run changed the earlier output: %.60q", b)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("files left: %v, want same.csv, bad.csv and out.csv", names)
+	}
+}
+
 func TestEvalNAB(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"eval", "nab", "--data", "../../testdata/nab/data", "--labels", "../../testdata/nab/labels/combined_windows.json", "--model", "ewma_z", "--json"}, &stdout, &stderr)

@@ -56,7 +56,7 @@ func runScore(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlags("score", stderr)
 	model := fs.String("model", "", specHelp)
 	in := fs.String("in", "-", "input CSV with a header and timestamp,value rows (- for stdin)")
-	out := fs.String("out", "-", "output CSV timestamp,value,anomaly_score (- for stdout)")
+	out := fs.String("out", "-", "output CSV timestamp,value,anomaly_score (- for stdout); written whole or not at all")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func runScore(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	r, w := io.Reader(os.Stdin), stdout
+	r := io.Reader(os.Stdin)
 	if *in != "-" {
 		f, err := os.Open(*in)
 		if err != nil {
@@ -73,18 +73,13 @@ func runScore(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		defer f.Close()
 		r = f
 	}
-	var outFile *os.File
-	if *out != "-" {
-		if outFile, err = os.Create(*out); err != nil {
-			return err
-		}
-		w = outFile
+	// The output file appears only once every row is scored: a failed run
+	// leaves an earlier one as it was, and --out may name the input.
+	path := *out
+	if path == "-" {
+		path = ""
 	}
-	err = models.ScoreCSV(spec, r, w)
-	if outFile != nil {
-		err = errors.Join(err, outFile.Close())
-	}
-	return err
+	return writeOut(path, stdout, func(w io.Writer) error { return models.ScoreCSV(spec, r, w) })
 }
 
 func runEval(_ context.Context, args []string, stdout, stderr io.Writer) error {
