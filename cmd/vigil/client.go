@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -82,12 +81,13 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 
 // writeOut runs write on standard output, or on a file at path that
 // appears under that name only when write has succeeded: a failed query
-// never leaves a partial file that looks whole.
+// never leaves a partial file that looks whole. The file gets the
+// permissions os.Create would give it.
 func writeOut(path string, stdout io.Writer, write func(io.Writer) error) error {
 	if path == "" {
 		return write(stdout)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".partial-*")
+	f, err := createPartial(path)
 	if err != nil {
 		return err
 	}
@@ -104,6 +104,19 @@ func writeOut(path string, stdout io.Writer, write func(io.Writer) error) error 
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// createPartial creates a new file beside path to be renamed to it, with
+// mode 0666 less the umask (os.CreateTemp's files are 0600).
+func createPartial(path string) (*os.File, error) {
+	for try := 0; ; try++ {
+		name := fmt.Sprintf("%s.partial-%d-%d", path, os.Getpid(), try)
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, os.ErrExist) && try < 100 {
+			continue
+		}
+		return f, err
+	}
 }
 
 // exportArrow writes every batch of an Arrow answer to w as CSV (with a

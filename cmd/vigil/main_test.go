@@ -148,6 +148,16 @@ func TestScoreOutIsWholeOrNothing(t *testing.T) {
 	if len(outLines) != len(inLines) || !strings.HasPrefix(outLines[len(outLines)-1], inLines[len(inLines)-1]+",") {
 		t.Fatalf("scored onto itself: %d lines for %d, last %q", len(outLines), len(inLines), outLines[len(outLines)-1])
 	}
+	ref, err := os.Create(filepath.Join(dir, "ref"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref.Close()
+	refInfo, _ := os.Stat(ref.Name())
+	if info, _ := os.Stat(same); info.Mode() != refInfo.Mode() {
+		t.Errorf("output file mode %v, want %v as os.Create gives", info.Mode(), refInfo.Mode())
+	}
+	os.Remove(ref.Name())
 
 	bad := filepath.Join(dir, "bad.csv")
 	if err := os.WriteFile(bad, append(append([]byte{}, src...), "not a time,1\n"...), 0o644); err != nil {
