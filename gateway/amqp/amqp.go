@@ -381,17 +381,33 @@ func (l *link) settleLater(s settlement) {
 // settler sends dispositions in the order the sink settles messages.
 func (l *link) settler() {
 	g := l.g
+	// Not the link's context: a disposition for a stored message is worth
+	// sending while the connection lives, even when the link is shutting
+	// down. One deadline serves a burst of dispositions (a commit settles
+	// thousands of messages at once): a timer per disposition cost ~2.5 µs
+	// of CPU per message (BenchmarkAMQPConsume's CPU profile).
+	var sctx context.Context
+	var renew time.Time // when sctx has settleTimeout less a second left
+	cancel := context.CancelFunc(func() {})
+	defer func() { cancel() }()
 	for {
 		var s settlement
 		select {
 		case s = <-l.settle:
-		case <-l.conn.Done():
-			return
+		default:
+			cancel()
+			sctx = nil
+			select {
+			case s = <-l.settle:
+			case <-l.conn.Done():
+				return
+			}
 		}
-		// Not the link's context: a disposition for a stored message is
-		// worth sending while the connection lives, even when the link is
-		// shutting down.
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if now := time.Now(); sctx == nil || now.After(renew) {
+			cancel()
+			sctx, cancel = context.WithTimeout(context.Background(), settleTimeout)
+			renew = now.Add(time.Second)
+		}
 		var err error
 		switch s.outcome {
 		case accept:
@@ -405,12 +421,15 @@ func (l *link) settler() {
 		case reject:
 			err = l.telemetry.RejectMessage(sctx, s.msg, s.err)
 		}
-		cancel()
 		if err != nil {
 			g.unsettled.Add(1)
 		}
 	}
 }
+
+// settleTimeout bounds how long the settler waits to hand go-amqp a
+// disposition; each gets at least this less a second.
+const settleTimeout = 5 * time.Second
 
 // rejectNoIdentity is the rejection of a message that names no device.
 var rejectNoIdentity = &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess, Description: "no device identity: set the user-id property to the device id"}
