@@ -24,6 +24,7 @@ Usage:
                                                           fit a device-level model (DEVICE/*) of metrics together
   vigil models   list [--all] | activate NAME VERSION     the model registry; activate rolls back or forward
   vigil eval nab --data DIR --labels FILE [--model SPEC]   score a detector on the Numenta Anomaly Benchmark
+  vigil eval history --labels FILE [--model SPEC]         backtest a detector on stored history against labelled windows
 
 Run "vigil COMMAND -h" for a command's flags.
 `

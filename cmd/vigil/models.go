@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -82,37 +83,69 @@ func runScore(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	return writeOut(path, stdout, func(w io.Writer) error { return models.ScoreCSV(spec, r, w) })
 }
 
-func runEval(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "nab" {
-		return errors.New("usage: vigil eval nab --data DIR --labels FILE [--model SPEC] [--profiles FILE] [--json]")
+const evalUsage = "usage: vigil eval nab --data DIR --labels FILE [--model SPEC] [--profiles FILE] [--json]\n" +
+	"       vigil eval history --labels FILE [--server URL] [--model SPEC] [--profiles FILE] [--json]"
+
+func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(evalUsage)
 	}
+	switch args[0] {
+	case "nab":
+		return runEvalNAB(args[1:], stdout, stderr)
+	case "history":
+		return runEvalHistory(ctx, args[1:], stdout, stderr)
+	}
+	return errors.New(evalUsage)
+}
+
+// evalFlags are the flags every eval command takes.
+type evalFlags struct {
+	labels, profiles, model *string
+	asJSON                  *bool
+}
+
+func newEvalFlags(fs *flag.FlagSet, labelsHelp string) evalFlags {
+	return evalFlags{
+		labels:   fs.String("labels", "", labelsHelp),
+		profiles: fs.String("profiles", "", "scoring profiles JSON (default: NAB's three profiles)"),
+		model:    fs.String("model", "", specHelp),
+		asJSON:   fs.Bool("json", false, "print the results as JSON"),
+	}
+}
+
+func runEvalNAB(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("eval nab", stderr)
 	data := fs.String("data", envOr("VIGIL_NAB_DIR", "testdata/nab")+"/data", "folder of <category>/<file>.csv series")
-	labels := fs.String("labels", "", "anomaly windows JSON (default: DATA/../labels/combined_windows.json)")
-	profiles := fs.String("profiles", "", "scoring profiles JSON (default: NAB's three profiles)")
-	model := fs.String("model", "", specHelp)
-	asJSON := fs.Bool("json", false, "print the results as JSON")
-	if err := parse(fs, args[1:]); err != nil {
+	ef := newEvalFlags(fs, "anomaly windows JSON (default: DATA/../labels/combined_windows.json)")
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	spec, err := parseSpec(*model)
+	spec, err := parseSpec(*ef.model)
 	if err != nil {
 		return err
 	}
-	if *labels == "" {
-		*labels = strings.TrimSuffix(strings.TrimRight(*data, "/"), "data") + "labels/combined_windows.json"
+	if *ef.labels == "" {
+		*ef.labels = strings.TrimSuffix(strings.TrimRight(*data, "/"), "data") + "labels/combined_windows.json"
 	}
 	series, err := nab.LoadCorpus(*data)
 	if err != nil {
 		return err
 	}
-	windows, err := nab.LoadWindows(*labels)
+	windows, err := nab.LoadWindows(*ef.labels)
 	if err != nil {
 		return err
 	}
-	c := &models.Corpus{Series: series, Windows: windows, Profiles: nab.DefaultProfiles()}
-	if *profiles != "" {
-		if c.Profiles, err = nab.LoadProfiles(*profiles); err != nil {
+	return evaluate(stdout, "NAB", &models.Corpus{Series: series, Windows: windows}, spec, ef)
+}
+
+// evaluate scores spec on c with the profiles of ef (NAB's three when none
+// are named) and prints the results, as JSON or as tables headed by title.
+func evaluate(stdout io.Writer, title string, c *models.Corpus, spec models.Spec, ef evalFlags) error {
+	c.Profiles = nab.DefaultProfiles()
+	if *ef.profiles != "" {
+		var err error
+		if c.Profiles, err = nab.LoadProfiles(*ef.profiles); err != nil {
 			return err
 		}
 	}
@@ -120,11 +153,11 @@ func runEval(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if *ef.asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
 	specJSON, _ := json.Marshal(spec)
-	fmt.Fprintf(stdout, "NAB: %d files, model %s\n\n", len(series), specJSON)
+	fmt.Fprintf(stdout, "%s: %d files, model %s\n\n", title, len(c.Series), specJSON)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROFILE\tSCORE\tTHRESHOLD\tTP\tFP\tFN")
 	for _, r := range res {
