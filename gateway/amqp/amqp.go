@@ -41,6 +41,7 @@ type Stats struct {
 	RefusedOff     int64 // messages rejected from disabled devices
 	RefusedBody    int64 // messages rejected whose body is neither AMQP data nor a string
 	Commands       int64 // commands the broker accepted
+	CommandResets  int64 // command sessions ended to keep at most maxCommandLinks links attached
 	Acks           int64 // command acknowledgements handed to the AckHandler
 	BadAcks        int64 // acknowledgements rejected as malformed or not applied by the handler
 }
@@ -62,7 +63,7 @@ type Gateway struct {
 
 	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
 	refusedNoID, refusedUnknown, refusedOff, refusedBody            atomic.Int64
-	commands, ackCount, badAcks                                     atomic.Int64
+	commands, ackCount, badAcks, commandSessions                    atomic.Int64
 }
 
 var _ gateway.Sender = (*Gateway)(nil)
@@ -117,7 +118,7 @@ func (g *Gateway) Stats() Stats {
 		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
 		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
 		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
-		RefusedBody: g.refusedBody.Load(), Commands: g.commands.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+		RefusedBody: g.refusedBody.Load(), Commands: g.commands.Load(), CommandResets: g.commandSessions.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
 	}
 }
 
@@ -211,7 +212,8 @@ type link struct {
 	work      chan gateway.Message
 
 	smu     sync.Mutex
-	senders map[string]*amqp.Sender
+	csess   *amqp.Session           // commands' session, begun on the first
+	senders map[string]*commandLink // by address, on csess
 }
 
 // connect dials the broker, declares the queues and attaches the receivers.
@@ -240,7 +242,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 		return nil, fmt.Errorf("session: %w", err)
 	}
 	l := &link{
-		g: g, conn: conn, sess: sess, senders: map[string]*amqp.Sender{},
+		g: g, conn: conn, sess: sess, senders: map[string]*commandLink{},
 		// At most Credit messages are unsettled at a time, so a settlement
 		// never waits for room (twice that for a careless double settle).
 		settle: make(chan settlement, 2*g.cfg.Credit),
@@ -603,10 +605,11 @@ func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 		exp := c.Expires.UTC()
 		msg.Properties.AbsoluteExpiryTime = &exp
 	}
-	snd, err := l.sender(ctx, addr)
+	snd, release, err := l.sender(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("amqp command %s to %s: %w", c.ID, c.Device, err)
 	}
+	defer release()
 	if err := snd.Send(ctx, msg, nil); err != nil {
 		return fmt.Errorf("amqp command %s to %s: %w", c.ID, c.Device, err)
 	}
@@ -617,16 +620,72 @@ func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 func ptr[T any](v T) *T { return &v }
 
 // sender returns the link's sender to addr, attaching it on first use.
-func (l *link) sender(ctx context.Context, addr string) (*amqp.Sender, error) {
+func (l *link) sender(ctx context.Context, addr string) (*amqp.Sender, func(), error) {
 	l.smu.Lock()
 	defer l.smu.Unlock()
-	if s, ok := l.senders[addr]; ok {
-		return s, nil
+	c, ok := l.senders[addr]
+	if !ok {
+		if len(l.senders) >= maxCommandLinks && l.sendersIdle() {
+			l.recycleCommandSession()
+		}
+		if l.csess == nil {
+			sess, err := l.conn.NewSession(ctx, nil)
+			if err != nil {
+				return nil, nil, fmt.Errorf("begin a command session: %w", err)
+			}
+			l.csess = sess
+		}
+		s, err := l.csess.NewSender(ctx, addr, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("attach %s: %w", addr, err)
+		}
+		c = &commandLink{s: s}
+		l.senders[addr] = c
 	}
-	s, err := l.sess.NewSender(ctx, addr, nil)
-	if err != nil {
-		return nil, fmt.Errorf("attach %s: %w", addr, err)
+	c.busy++
+	return c.s, func() {
+		l.smu.Lock()
+		c.busy--
+		l.smu.Unlock()
+	}, nil
+}
+
+// maxCommandLinks is how many command senders a connection keeps attached.
+// A per-device address (a queue per device) needs a link per device; once
+// this many are attached, the session that holds them is ended (the queues
+// stay) and a new one takes the next commands, so a large fleet does not
+// hold a link, and its goroutines, per device forever. Ending the session,
+// not the links one by one: RabbitMQ 3.10 never completes a link's detach,
+// so a closed link would keep its goroutines all the same.
+var maxCommandLinks = 256
+
+// commandLink is an attached command sender.
+type commandLink struct {
+	s    *amqp.Sender
+	busy int // sends in progress
+}
+
+// sendersIdle reports whether no send is in progress. l.smu must be held.
+func (l *link) sendersIdle() bool {
+	for _, c := range l.senders {
+		if c.busy > 0 {
+			return false
+		}
 	}
-	l.senders[addr] = s
-	return s, nil
+	return true
+}
+
+// recycleCommandSession ends the command session and forgets its senders.
+// l.smu must be held, and no send in progress.
+func (l *link) recycleCommandSession() {
+	old := l.csess
+	l.csess, l.senders = nil, map[string]*commandLink{}
+	l.g.commandSessions.Add(1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		defer cancel()
+		if err := old.Close(ctx); err != nil {
+			l.g.log.Debug("ending a command session", "err", err)
+		}
+	}()
 }

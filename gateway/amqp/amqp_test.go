@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -385,5 +387,72 @@ func TestCommandsWaitInTheDeviceQueue(t *testing.T) {
 	case a := <-v.acks:
 		t.Fatalf("an extra acknowledgement: %+v", a)
 	default:
+	}
+}
+
+// TestCommandLinksAreCapped sends commands through per-device queues to
+// more devices than the gateway keeps command links for: the session that
+// holds the links is ended and a new one begun, so the links' goroutines
+// end with it (closing links one by one leaves them behind on RabbitMQ
+// 3.10), and every device's queue holds its commands, in order.
+func TestCommandLinksAreCapped(t *testing.T) {
+	b := needBroker(t)
+	defer func(n int) { maxCommandLinks = n }(maxCommandLinks)
+	maxCommandLinks = 2
+	names := []string{"cap-0", "cap-1", "cap-2", "cap-3", "cap-4"}
+	vhost, _ := b.Provision(t, names...)
+	v := startVigil(t, b, vhost, names, func(c *Config) { c.CommandAddress = "/queue/commands.{id}" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	links := func() int {
+		l := v.gw.currentLink()
+		l.smu.Lock()
+		defer l.smu.Unlock()
+		return len(l.senders)
+	}
+	var full int // goroutines once maxCommandLinks links are attached
+	for round := range 2 {
+		for i, dev := range names {
+			cmd := gateway.Command{ID: fmt.Sprintf("%s-%d", dev, round), Device: dev, Name: "reduce_load", Payload: json.RawMessage(`{}`), Expires: time.Now().Add(time.Minute)}
+			if err := v.gw.Send(ctx, cmd); err != nil {
+				t.Fatalf("send %s: %v", cmd.ID, err)
+			}
+			if n := links(); n > maxCommandLinks {
+				t.Fatalf("%d command links attached, at most %d wanted", n, maxCommandLinks)
+			}
+			if round == 0 && i == maxCommandLinks-1 {
+				full = runtime.NumGoroutine()
+			}
+		}
+	}
+	if v.gw.Stats().CommandResets == 0 {
+		t.Fatal("no command session was ended")
+	}
+	waitFor(t, 10*time.Second, "the goroutines of ended command sessions to end", func() bool { return runtime.NumGoroutine() <= full })
+
+	conn, err := amqp.Dial(ctx, b.URL, &amqp.ConnOptions{HostName: "vhost:" + vhost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dev := range names {
+		rcv, err := sess.NewReceiver(ctx, "/amq/queue/commands."+dev, &amqp.ReceiverOptions{Credit: int32(MinCredit)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for round := range 2 {
+			m, err := rcv.Receive(ctx, nil)
+			if err != nil {
+				t.Fatalf("%s: command %d: %v", dev, round, err)
+			}
+			if want := fmt.Sprintf("%s-%d", dev, round); m.Properties == nil || m.Properties.MessageID != want {
+				t.Fatalf("%s: command %d is %+v, want %s", dev, round, m.Properties, want)
+			}
+			rcv.AcceptMessage(ctx, m)
+		}
 	}
 }
