@@ -21,6 +21,8 @@ import (
 func runEvalHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("eval history", stderr)
 	url, token := serverFlag(fs)
+	from := fs.String("from", "", "backtest readings from this time on, RFC 3339 (default: all history)")
+	to := fs.String("to", "", "backtest readings before this time, RFC 3339 (default: now)")
 	ef := newEvalFlags(fs, `labelled windows JSON, NAB's format keyed by series: {"DEVICE/METRIC": [["START", "END"], ...], ...}; `+
 		"a series with [] is known to be normal; times RFC 3339 or NAB's 2006-01-02 15:04:05 (UTC)")
 	if err := parse(fs, args); err != nil {
@@ -33,12 +35,16 @@ func runEvalHistory(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	where, _, err := trainWindow(*from, *to, "")
+	if err != nil {
+		return err
+	}
 	windows, err := nab.LoadWindows(*ef.labels)
 	if err != nil {
 		return err
 	}
 	c := &api.Client{BaseURL: *url, Token: *token}
-	series, windows, err := historyCorpus(ctx, c, windows)
+	series, windows, err := historyCorpus(ctx, c, windows, where)
 	if err != nil {
 		return err
 	}
@@ -46,11 +52,12 @@ func runEvalHistory(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 // historyCorpus reads the stored readings of every series windows names
-// ("DEVICE/METRIC"), in one query, and returns them sorted by name with
+// ("DEVICE/METRIC") that also match the conditions where, in one query,
+// and returns them sorted by name with
 // each window narrowed to the readings inside it: labels come from incident
 // records, whose times need not be those of readings, while NAB's rules
 // take a window's ends to be readings of its series.
-func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows) ([]nab.Series, nab.Windows, error) {
+func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows, where []string) ([]nab.Series, nab.Windows, error) {
 	if len(windows) == 0 {
 		return nil, nil, errors.New("the labels name no series")
 	}
@@ -64,7 +71,7 @@ func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows) ([]n
 	}
 	sort.Strings(keys)
 	var series []nab.Series
-	cond := "device || '/' || metric IN (" + strings.Join(keys, ", ") + ")"
+	cond := strings.Join(append(slices.Clip(where), "device || '/' || metric IN ("+strings.Join(keys, ", ")+")"), " AND ")
 	err := histories(ctx, c, cond, func(ref seriesRef, ts []time.Time, xs []float64) error {
 		series = append(series, nab.Series{Name: ref.device + "/" + ref.metric, Timestamps: ts, Values: xs})
 		return nil

@@ -122,7 +122,7 @@ func TestEvalHistoryMatchesNAB(t *testing.T) {
 			wide[key] = append(wide[key], nab.Window{Start: a, End: b})
 		}
 	}
-	_, narrowed, err := historyCorpus(ctx, &api.Client{BaseURL: server}, wide)
+	_, narrowed, err := historyCorpus(ctx, &api.Client{BaseURL: server}, wide, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +146,24 @@ func TestEvalHistoryMatchesNAB(t *testing.T) {
 				t.Errorf("%s, %s labels: history %+v, NAB on the same files %+v", model, name, got, want)
 			}
 		}
+	}
+
+	// --from and --to bound the readings backtested.
+	f1, _ := nab.LoadSeries("../../testdata/nab/data/"+files[1], files[1])
+	lo, hi := f1.Timestamps[100], f1.Timestamps[len(f1.Timestamps)-100]
+	where, _, err := trainWindow(lo.Format(time.RFC3339), hi.Format(time.RFC3339), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bounded, _, err := historyCorpus(ctx, &api.Client{BaseURL: server}, nab.Windows{"f1/value": {}}, where)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bounded) != 1 {
+		t.Fatalf("bounded to [%s, %s): %d series, want 1", lo, hi, len(bounded))
+	}
+	if got := bounded[0]; len(got.Values) != len(f1.Values)-200 || !got.Timestamps[0].Equal(lo) {
+		t.Errorf("bounded to [%s, %s): %d readings from %s, want the %d from the 101st", lo, hi, len(got.Values), got.Timestamps[0], len(f1.Values)-200)
 	}
 
 	// What cannot be backtested is refused, naming the fault.
