@@ -64,6 +64,7 @@ type Gateway struct {
 	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
 	refusedNoID, refusedUnknown, refusedOff, refusedBody            atomic.Int64
 	commands, ackCount, badAcks, commandSessions                    atomic.Int64
+	commandSessionsEnded                                            atomic.Int64 // recycled command sessions whose end completed
 }
 
 var _ gateway.Sender = (*Gateway)(nil)
@@ -686,6 +687,8 @@ func (l *link) recycleCommandSession() {
 		defer cancel()
 		if err := old.Close(ctx); err != nil {
 			l.g.log.Debug("ending a command session", "err", err)
+			return
 		}
+		l.g.commandSessionsEnded.Add(1)
 	}()
 }
