@@ -51,12 +51,12 @@ func runEvalHistory(ctx context.Context, args []string, stdout, stderr io.Writer
 	return evaluate(stdout, "history", &models.Corpus{Series: series, Windows: windows}, spec, ef)
 }
 
-// historyCorpus reads the stored readings of every series windows names
-// ("DEVICE/METRIC") that also match the conditions where, in one query,
-// and returns them sorted by name with
-// each window narrowed to the readings inside it: labels come from incident
-// records, whose times need not be those of readings, while NAB's rules
-// take a window's ends to be readings of its series.
+// historyCorpus reads, in one query, the stored readings that match the
+// conditions where of every series windows names ("DEVICE/METRIC"), and
+// returns them sorted by name with each window narrowed to the readings
+// inside it: labels come from incident records, whose times need not be
+// those of readings, while NAB's rules take a window's ends to be readings
+// of its series.
 func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows, where []string) ([]nab.Series, nab.Windows, error) {
 	if len(windows) == 0 {
 		return nil, nil, errors.New("the labels name no series")
@@ -81,9 +81,13 @@ func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows, wher
 	}
 	slices.SortFunc(series, func(a, b nab.Series) int { return strings.Compare(a.Name, b.Name) })
 	if len(series) < len(windows) {
+		stored := make(map[string]bool, len(series))
+		for _, s := range series {
+			stored[s.Name] = true
+		}
 		var missing []string
 		for k := range windows {
-			if _, found := slices.BinarySearchFunc(series, k, func(s nab.Series, k string) int { return strings.Compare(s.Name, k) }); !found {
+			if !stored[k] {
 				missing = append(missing, k)
 			}
 		}
@@ -94,16 +98,9 @@ func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows, wher
 	for _, s := range series {
 		ws := make([]nab.Window, 0, len(windows[s.Name]))
 		for _, w := range windows[s.Name] {
-			lo, _ := slices.BinarySearchFunc(s.Timestamps, w.Start, time.Time.Compare)
-			hi, found := slices.BinarySearchFunc(s.Timestamps, w.End, time.Time.Compare)
-			if found {
-				// the last reading at End
-				for hi+1 < len(s.Timestamps) && s.Timestamps[hi+1].Equal(w.End) {
-					hi++
-				}
-			} else {
-				hi-- // the last reading before End
-			}
+			ts := s.Timestamps
+			lo := sort.Search(len(ts), func(i int) bool { return !ts[i].Before(w.Start) }) // the first reading from Start
+			hi := sort.Search(len(ts), func(i int) bool { return ts[i].After(w.End) }) - 1 // the last reading up to End
 			if lo > hi {
 				return nil, nil, fmt.Errorf("%s: no reading falls in the window %s – %s (its readings run from %s to %s)",
 					s.Name, w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339),

@@ -41,7 +41,7 @@ type Stats struct {
 	RefusedOff     int64 // messages rejected from disabled devices
 	RefusedBody    int64 // messages rejected whose body is neither AMQP data nor a string
 	Commands       int64 // commands the broker accepted
-	CommandResets  int64 // command sessions ended to keep at most maxCommandLinks links attached
+	CommandResets  int64 // command sessions ended to keep at most 256 command links attached (per-device command addresses)
 	Acks           int64 // command acknowledgements handed to the AckHandler
 	BadAcks        int64 // acknowledgements rejected as malformed or not applied by the handler
 }
@@ -63,8 +63,8 @@ type Gateway struct {
 
 	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
 	refusedNoID, refusedUnknown, refusedOff, refusedBody            atomic.Int64
-	commands, ackCount, badAcks, commandSessions                    atomic.Int64
-	commandSessionsEnded                                            atomic.Int64 // recycled command sessions whose end completed
+	commands, ackCount, badAcks, commandResets                      atomic.Int64
+	commandResetsDone                                               atomic.Int64 // of commandResets, those whose end completed
 }
 
 var _ gateway.Sender = (*Gateway)(nil)
@@ -119,7 +119,7 @@ func (g *Gateway) Stats() Stats {
 		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
 		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
 		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
-		RefusedBody: g.refusedBody.Load(), Commands: g.commands.Load(), CommandResets: g.commandSessions.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+		RefusedBody: g.refusedBody.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
 	}
 }
 
@@ -213,7 +213,7 @@ type link struct {
 	work      chan gateway.Message
 
 	smu     sync.Mutex
-	csess   *amqp.Session           // commands' session, begun on the first
+	csess   *amqp.Session           // the commands' session, begun with the first command
 	senders map[string]*commandLink // by address, on csess
 }
 
@@ -681,7 +681,7 @@ func (l *link) sendersIdle() bool {
 func (l *link) recycleCommandSession() {
 	old := l.csess
 	l.csess, l.senders = nil, map[string]*commandLink{}
-	l.g.commandSessions.Add(1)
+	l.g.commandResets.Add(1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 		defer cancel()
@@ -689,6 +689,6 @@ func (l *link) recycleCommandSession() {
 			l.g.log.Debug("ending a command session", "err", err)
 			return
 		}
-		l.g.commandSessionsEnded.Add(1)
+		l.g.commandResetsDone.Add(1)
 	}()
 }

@@ -425,7 +425,7 @@ func TestCommandLinksAreCapped(t *testing.T) {
 		t.Fatal("no command session was ended")
 	}
 	waitFor(t, 20*time.Second, "the ended command sessions to close", func() bool {
-		return v.gw.commandSessionsEnded.Load() == v.gw.Stats().CommandResets
+		return v.gw.commandResetsDone.Load() == v.gw.Stats().CommandResets
 	})
 
 	conn, err := amqp.Dial(ctx, b.URL, &amqp.ConnOptions{HostName: "vhost:" + vhost})
