@@ -27,6 +27,24 @@ type Authenticator interface {
 	AuthenticateDevice(name, key string) (Device, error)
 }
 
+// InvalidError settles a message that was stored as a dead letter: its body
+// is not telemetry. The message is kept; sending it again will not help.
+type InvalidError struct {
+	Reason string // what is wrong with the body, in words meant for the device's developer
+}
+
+func (e *InvalidError) Error() string { return e.Reason }
+
+// Invalid returns the reason a settlement error says the message is not
+// telemetry (it was stored as a dead letter), and false if it does not.
+func Invalid(err error) (reason string, ok bool) {
+	var inv *InvalidError
+	if errors.As(err, &inv) {
+		return inv.Reason, true
+	}
+	return "", false
+}
+
 // Message is one telemetry message as a gateway received it.
 type Message struct {
 	Device   Device
@@ -35,9 +53,11 @@ type Message struct {
 	Body     []byte // owned by the receiver after the call
 	Received time.Time
 	// Settle must be called exactly once: with nil once the message is
-	// durably stored (as readings or as a dead letter), or with the error
-	// that kept it from being stored, so the gateway can make the device
-	// send it again. Settle must not block.
+	// durably stored as readings; with an *InvalidError once it is durably
+	// stored as a dead letter, its body not being telemetry, so the gateway
+	// can tell the device why and that sending it again will not help; or
+	// with the error that kept it from being stored, so the gateway can
+	// make the device send it again. Settle must not block.
 	Settle func(err error)
 	// Patient says that no device waits for this message's settlement: a
 	// broker has already taken it from its device and only keeps it until

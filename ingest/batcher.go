@@ -168,17 +168,11 @@ func NewBatcher(cfg Config, c Committer, observe Observer, log *slog.Logger) (*B
 }
 
 // Submit decodes a message and queues it for the next batch. The message is
-// settled after that batch commits. Decoding happens here, on the caller's
-// goroutine, so many connections decode in parallel.
+// settled after that batch commits: with nil, or, when its body is not
+// telemetry and it was kept as a dead letter, with a *gateway.InvalidError
+// saying why. Decoding happens here, on the caller's goroutine, so many
+// connections decode in parallel.
 func (b *Batcher) Submit(ctx context.Context, m gateway.Message) error {
-	_, err := b.SubmitChecked(ctx, m)
-	return err
-}
-
-// SubmitChecked is Submit that also returns why the body is not telemetry
-// (nil when it is): such a message is taken all the same and kept as a dead
-// letter. Gateways that can tell the device why (HTTP) use it.
-func (b *Batcher) SubmitChecked(ctx context.Context, m gateway.Message) (invalid, err error) {
 	it := item{msg: m, columns: columnsPool.Get().(*Readings)}
 	rs, invalid := decodeInto(m.Body, m.Received, *it.columns)
 	if invalid != nil {
@@ -189,13 +183,13 @@ func (b *Batcher) SubmitChecked(ctx context.Context, m gateway.Message) (invalid
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
-		return invalid, ErrClosed
+		return ErrClosed
 	}
 	select {
 	case b.in <- it:
-		return invalid, nil
+		return nil
 	case <-ctx.Done():
-		return invalid, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -375,13 +369,13 @@ func (b *Batcher) add(p *pending, it item) {
 		if b.seen.has(key) {
 			b.duplicates.Add(1)
 			if m.Settle != nil {
-				m.Settle(nil)
+				m.Settle(invalidOrNil(it.reason))
 			}
 			return
 		}
 		if _, ok := p.keys[key]; ok {
 			b.duplicates.Add(1)
-			p.settle = append(p.settle, m.Settle)
+			p.settle = append(p.settle, settleInvalid(m.Settle, it.reason))
 			return
 		}
 		p.keys[key] = m.Received
@@ -415,11 +409,35 @@ func (b *Batcher) add(p *pending, it item) {
 	} else {
 		rs.AppendTo(&p.cols, m.Device.ID, ids)
 	}
-	p.settle = append(p.settle, m.Settle)
+	p.settle = append(p.settle, settleInvalid(m.Settle, reason))
 	if it.columns != nil && cap(rs.Value) <= maxPooledReadings {
 		*it.columns = rs
 		columnsPool.Put(it.columns)
 	}
+}
+
+// settleInvalid returns the Settle of a message whose body is not
+// telemetry (reason; "" when it is): once the batch is stored, settle is
+// told why. A duplicate is judged by its own body, like its first copy.
+func settleInvalid(settle func(error), reason string) func(error) {
+	if settle == nil || reason == "" {
+		return settle
+	}
+	return func(err error) {
+		if err == nil {
+			err = invalidOrNil(reason)
+		}
+		settle(err)
+	}
+}
+
+// invalidOrNil is the settlement of a stored message: nil, or why its body
+// is not telemetry.
+func invalidOrNil(reason string) error {
+	if reason == "" {
+		return nil
+	}
+	return &gateway.InvalidError{Reason: reason}
 }
 
 // flush commits the pending batch, settles its messages and hands the

@@ -126,8 +126,8 @@ func TestFlushBySize(t *testing.T) {
 }
 
 // TestBadMessageIsDeadLetteredBesideGoodOnes: an invalid body in a batch is
-// stored as a dead letter with its reason and settled, and the valid
-// messages around it are stored as usual.
+// stored as a dead letter with its reason and settled with that reason, and
+// the valid messages around it are stored as usual.
 func TestBadMessageIsDeadLetteredBesideGoodOnes(t *testing.T) {
 	s := newStore(t)
 	b, err := NewBatcher(testConfig(1000, time.Hour, 16), s, nil, quiet)
@@ -151,8 +151,13 @@ func TestBadMessageIsDeadLetteredBesideGoodOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
+	const why = `metric "temperature" is a JSON string: values must be JSON numbers, e.g. {"temperature": 71.2}`
 	for i, err := range errs {
-		if err != nil {
+		reason, invalid := gateway.Invalid(err)
+		switch {
+		case i == 1 && (!invalid || reason != why):
+			t.Fatalf("the bad message settled with %v, want a *gateway.InvalidError saying %q", err, why)
+		case i != 1 && err != nil:
 			t.Fatalf("message %d settled with %v", i, err)
 		}
 	}
@@ -164,7 +169,7 @@ func TestBadMessageIsDeadLetteredBesideGoodOnes(t *testing.T) {
 	if err := s.DB().QueryRow(`SELECT reason, body, device FROM dead_letters`).Scan(&reason, &body, &device); err != nil {
 		t.Fatal(err)
 	}
-	if string(body) != `{"temperature": "hot"}` || device != "dev-4" || reason != `metric "temperature" is a JSON string: values must be JSON numbers, e.g. {"temperature": 71.2}` {
+	if string(body) != `{"temperature": "hot"}` || device != "dev-4" || reason != why {
 		t.Fatalf("dead letter: %q %q %q", device, body, reason)
 	}
 	if st := b.Stats(); st.DeadLetters != 1 || st.Messages != 3 || st.Readings != 2 {
@@ -226,7 +231,10 @@ func TestDuplicatesAreStoredOnce(t *testing.T) {
 	}
 	b.Close(context.Background())
 	for i, c := range first {
-		if err := <-c; err != nil {
+		err := <-c
+		if _, invalid := gateway.Invalid(err); i >= 5 && !invalid {
+			t.Fatalf("message %d (a dead letter, or its duplicate) settled with %v, want a *gateway.InvalidError", i, err)
+		} else if i < 5 && err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
 	}
@@ -251,6 +259,9 @@ func TestDuplicatesAreStoredOnce(t *testing.T) {
 	if err := <-submit(b, 1, "m-2", `{"a": 4}`); err != nil {
 		t.Fatal(err)
 	}
+	if _, invalid := gateway.Invalid(<-submit(b, 1, "bad-1", `{"a": "x"}`)); !invalid {
+		t.Fatal("a dead letter sent again after a restart was not settled as invalid")
+	}
 	b.Close(context.Background())
 	if n := count(t, s, `SELECT count(*) FROM telemetry`); n != 5 { // a=1, a=2, a=3 twice, a=4
 		t.Fatalf("%d readings stored, want 5", n)
@@ -258,7 +269,7 @@ func TestDuplicatesAreStoredOnce(t *testing.T) {
 	if n := count(t, s, `SELECT count(*) FROM dead_letters`); n != 1 {
 		t.Fatalf("%d dead letters, want 1", n)
 	}
-	if b.Stats().Duplicates != 1 {
+	if b.Stats().Duplicates != 2 {
 		t.Fatalf("after restart: %+v", b.Stats())
 	}
 }

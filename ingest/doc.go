@@ -7,5 +7,7 @@
 // transaction; only then does it settle the messages with their gateway, so a
 // device's publish is acknowledged exactly when its readings are durable.
 // Bodies that cannot be decoded are committed as dead letters with the
-// reason, in the same transaction, and settled too: kept, not lost.
+// reason, in the same transaction, and settled with a
+// *gateway.InvalidError carrying the reason, so the gateway can tell the
+// device what is wrong: kept, not lost.
 package ingest

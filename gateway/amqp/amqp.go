@@ -40,6 +40,7 @@ type Stats struct {
 	RefusedUnknown int64 // messages rejected from devices vigil does not know
 	RefusedOff     int64 // messages rejected from disabled devices
 	RefusedBody    int64 // messages rejected whose body is neither AMQP data nor a string
+	Invalid        int64 // messages whose body is not telemetry: stored as dead letters, then rejected with the reason
 	Commands       int64 // commands the broker accepted
 	CommandResets  int64 // command sessions ended to keep at most 256 command links attached (per-device command addresses)
 	Acks           int64 // command acknowledgements handed to the AckHandler
@@ -62,7 +63,7 @@ type Gateway struct {
 	link *link // the current connection; nil while disconnected
 
 	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
-	refusedNoID, refusedUnknown, refusedOff, refusedBody            atomic.Int64
+	refusedNoID, refusedUnknown, refusedOff, refusedBody, invalid   atomic.Int64
 	commands, ackCount, badAcks, commandResets                      atomic.Int64
 	commandResetsDone                                               atomic.Int64 // of commandResets, those whose end completed
 }
@@ -119,7 +120,7 @@ func (g *Gateway) Stats() Stats {
 		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
 		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
 		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
-		RefusedBody: g.refusedBody.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+		RefusedBody: g.refusedBody.Load(), Invalid: g.invalid.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
 	}
 }
 
@@ -361,10 +362,21 @@ func (l *link) submitter(ctx context.Context, fail func(error)) {
 	}
 }
 
-// settleFunc returns the Settle function of msg: accept on nil, release on
-// an error. It never blocks: the settler goroutine sends the disposition.
+// settleFunc returns the Settle function of msg: accept on nil; reject
+// with the reason (amqp:decode-error) when the sink kept it as a dead
+// letter, so a dead-letter exchange on the broker's queue gets it too;
+// release on any other error, for the broker to deliver it again. It never
+// blocks: the settler goroutine sends the disposition.
 func (l *link) settleFunc(msg *amqp.Message) func(error) {
 	return func(err error) {
+		if reason, invalid := gateway.Invalid(err); invalid {
+			l.g.invalid.Add(1)
+			l.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+				Condition:   amqp.ErrCondDecodeError,
+				Description: reason + " (kept by vigil as a dead letter)",
+			}})
+			return
+		}
 		if err != nil {
 			l.settleLater(settlement{msg: msg, outcome: release})
 			return

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -183,9 +184,9 @@ func TestRefusedMessages(t *testing.T) {
 	}
 
 	// A malformed body is the sink's to judge: it becomes a dead letter and
-	// the message is accepted.
+	// the message is rejected with the reason.
 	sendAs(t, b, vhost, dev, keys[dev], withUser(dev, []byte(`{"temperature": "hot"}`)))
-	waitFor(t, 10*time.Second, "the malformed message to be accepted", func() bool { return v.gw.Stats().Accepted == 1 })
+	waitFor(t, 10*time.Second, "the malformed message to be rejected", func() bool { return v.gw.Stats().Invalid == 1 })
 	var n int
 	var device, reason string
 	if err := v.store.DB().QueryRow(`SELECT count(*), any_value(device), any_value(reason) FROM dead_letters`).Scan(&n, &device, &reason); err != nil {
@@ -198,11 +199,56 @@ func TestRefusedMessages(t *testing.T) {
 	// The malformed message came last: by now any redelivery of a
 	// rejected one would have been counted again.
 	s := v.gw.Stats()
-	if s.RefusedUnknown != 1 || s.RefusedOff != 1 || s.RefusedNoID != 1 || s.RefusedBody != 2 || s.Telemetry != 1 || s.Released != 0 {
+	if s.RefusedUnknown != 1 || s.RefusedOff != 1 || s.RefusedNoID != 1 || s.RefusedBody != 2 || s.Telemetry != 1 || s.Released != 0 || s.Accepted != 0 {
 		t.Fatalf("gateway stats %+v: want each refusal counted once and only the malformed message handed to the sink", s)
 	}
 	if got := v.storedReadings(t); len(got) != 0 {
 		t.Fatalf("readings stored: %v", got)
+	}
+}
+
+// TestInvalidTelemetryReachesTheBrokersDeadLetters: a message whose body
+// is not telemetry is kept as a dead letter by vigil and rejected, so a
+// dead-letter exchange set on the broker's queue gets it too.
+func TestInvalidTelemetryReachesTheBrokersDeadLetters(t *testing.T) {
+	b := needBroker(t)
+	const dev = "inv-dev"
+	vhost, keys := b.Provision(t, dev)
+	b.Run(t, "ctl", "set_policy", "-p", vhost, "--apply-to", "queues", "telemetry-dlx", `^vigil\.telemetry$`, `{"dead-letter-exchange":"amq.fanout"}`)
+	v := startVigil(t, b, vhost, []string{dev}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, b.URL, &amqp.ConnOptions{HostName: "vhost:" + vhost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A queue of its own bound to the dead-letter exchange.
+	dlq, err := sess.NewReceiver(ctx, "/exchange/amq.fanout", &amqp.ReceiverOptions{Credit: int32(MinCredit)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"temperature": "hot"}`)
+	msg := amqp.NewMessage(body)
+	msg.Properties = &amqp.MessageProperties{MessageID: "m-1", UserID: []byte(dev)}
+	sendAs(t, b, vhost, dev, keys[dev], msg)
+	m, err := dlq.Receive(ctx, nil)
+	if err != nil {
+		t.Fatalf("nothing reached the dead-letter exchange: %v (gateway %+v)", err, v.gw.Stats())
+	}
+	if !bytes.Equal(m.GetData(), body) {
+		t.Fatalf("the dead-letter exchange got %q, want %q", m.GetData(), body)
+	}
+	if s := v.gw.Stats(); s.Invalid != 1 || s.Accepted != 0 {
+		t.Fatalf("gateway stats %+v: want the message rejected as invalid, not accepted", s)
+	}
+	var reason string
+	if err := v.store.DB().QueryRow(`SELECT reason FROM dead_letters WHERE device = ?`, dev).Scan(&reason); err != nil || !strings.Contains(reason, "temperature") {
+		t.Fatalf("vigil's dead letter: %q, %v", reason, err)
 	}
 }
 

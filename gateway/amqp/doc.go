@@ -6,9 +6,10 @@
 //
 //   - a receiver on the telemetry source (default /amq/queue/vigil.telemetry).
 //     A message is handed to the Sink unsettled and settled only when the
-//     sink settles it: accepted once its batch is committed (as readings or
-//     as a dead letter), released when the commit failed so the broker
-//     delivers it again. Messages the gateway refuses itself (no device
+//     sink settles it: accepted once its batch is committed, rejected with
+//     the reason once it is committed as a dead letter (its body is not
+//     telemetry), released when the commit failed so the broker delivers
+//     it again. Messages the gateway refuses itself (no device
 //     identity, unknown or disabled device, a body that is neither AMQP data
 //     nor a string) are rejected with an error description and counted;
 //   - a sender for commands, to an address built from a template per device

@@ -53,14 +53,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// CheckingSink is a Sink that also says why a body it took is not
-// telemetry (it keeps such a body as a dead letter); the gateway then
-// answers it 400 with the reason.
-type CheckingSink interface {
-	gateway.Sink
-	SubmitChecked(ctx context.Context, m gateway.Message) (invalid, err error)
-}
-
 // Stats counts what the gateway did. All fields only grow.
 type Stats struct {
 	Telemetry  int64 `json:"telemetry"`        // messages stored
@@ -247,27 +239,21 @@ func (g *Gateway) postTelemetry(w http.ResponseWriter, r *http.Request) {
 	done := make(chan error, 1)
 	m := gateway.Message{Device: dev, Source: r.URL.Path, ID: id, Body: body, Received: g.now().UTC(),
 		Settle: func(err error) { done <- err }}
-	var invalid error
-	if cs, ok := g.sink.(CheckingSink); ok {
-		invalid, err = cs.SubmitChecked(r.Context(), m)
-	} else {
-		err = g.sink.Submit(r.Context(), m)
-	}
-	if err == nil {
+	if err = g.sink.Submit(r.Context(), m); err == nil {
 		select {
 		case err = <-done:
 		case <-r.Context().Done():
 			return // the client left; the message is stored all the same
 		}
 	}
+	if reason, ok := gateway.Invalid(err); ok {
+		g.invalid.Add(1)
+		writeError(w, http.StatusBadRequest, reason+" (the body is kept as a dead letter; do not send it again)")
+		return
+	}
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "not stored: "+err.Error()+"; send it again")
-		return
-	}
-	if invalid != nil {
-		g.invalid.Add(1)
-		writeError(w, http.StatusBadRequest, invalid.Error()+" (the body is kept as a dead letter; do not send it again)")
 		return
 	}
 	g.telemetry.Add(1)

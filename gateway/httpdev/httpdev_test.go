@@ -32,29 +32,24 @@ func (devices) AuthenticateDevice(name, key string) (gateway.Device, error) {
 	return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrUnknownDevice, name)
 }
 
-// sink settles each message with fail (nil: stored) and calls any body
-// that does not start with '{' invalid.
+// sink settles each message with fail (nil: stored), or, a body that does
+// not start with '{', as a dead letter.
 type sink struct {
 	mu   sync.Mutex
 	got  []gateway.Message
 	fail error
 }
 
-func (s *sink) Submit(ctx context.Context, m gateway.Message) error {
-	_, err := s.SubmitChecked(ctx, m)
-	return err
-}
-
-func (s *sink) SubmitChecked(_ context.Context, m gateway.Message) (invalid, err error) {
+func (s *sink) Submit(_ context.Context, m gateway.Message) error {
 	s.mu.Lock()
 	s.got = append(s.got, m)
 	fail := s.fail
 	s.mu.Unlock()
-	m.Settle(fail)
-	if !strings.HasPrefix(string(m.Body), "{") {
-		return errors.New("not a JSON object"), nil
+	if fail == nil && !strings.HasPrefix(string(m.Body), "{") {
+		fail = &gateway.InvalidError{Reason: "not a JSON object"}
 	}
-	return nil, nil
+	m.Settle(fail)
+	return nil
 }
 
 type acks chan gateway.Ack

@@ -15,7 +15,8 @@
 // A device may publish and subscribe only its own topics. A QoS 1 telemetry
 // publish is acknowledged (PUBACK) only after its readings are committed:
 // the gateway withholds mochi's own PUBACK and writes it when the sink
-// settles the message.
+// settles the message. A body kept as a dead letter is acknowledged on MQTT
+// 5 with reason code 0x99 (payload format invalid) and the reason.
 //
 // Commands are published as QoS 1 by an in-process MQTT 5 client, with the
 // command's expiry as the message expiry interval: mochi tells MQTT 5

@@ -372,7 +372,10 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 
 // settler returns the Settle function of a publish: a PUBACK on success; on
 // failure an error PUBACK (MQTT 5) or a disconnect (3.1.1, which has no
-// error PUBACK), so the device sends the message again.
+// error PUBACK), so the device sends the message again. A body kept as a
+// dead letter (not telemetry) gets a "payload format invalid" PUBACK with
+// the reason on MQTT 5, and a plain PUBACK on 3.1.1: it is stored, and
+// sending it again would not help.
 func (h *hook) settler(cl *mochi.Client, pk packets.Packet) func(error) {
 	if pk.FixedHeader.Qos == 0 {
 		return func(error) {}
@@ -380,7 +383,12 @@ func (h *hook) settler(cl *mochi.Client, pk packets.Packet) func(error) {
 	id := pk.PacketID
 	return func(err error) {
 		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, ReasonCode: packets.CodeSuccess.Code}
-		if err != nil {
+		if reason, invalid := gateway.Invalid(err); invalid {
+			if cl.Properties.ProtocolVersion == 5 {
+				ack.ReasonCode = packets.ErrPayloadFormatInvalid.Code
+				ack.Properties.ReasonString = reason + " (kept as a dead letter; do not send it again)"
+			}
+		} else if err != nil {
 			if cl.Properties.ProtocolVersion != 5 {
 				_ = h.g.server.DisconnectClient(cl, packets.ErrUnspecifiedError)
 				return
