@@ -218,15 +218,7 @@ func TestInvalidTelemetryReachesTheBrokersDeadLetters(t *testing.T) {
 	v := startVigil(t, b, vhost, []string{dev}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := amqp.Dial(ctx, b.URL, &amqp.ConnOptions{HostName: "vhost:" + vhost})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sess, err := conn.NewSession(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := adminSession(ctx, t, b, vhost)
 	// A queue of its own bound to the dead-letter exchange.
 	dlq, err := sess.NewReceiver(ctx, "/exchange/amq.fanout", &amqp.ReceiverOptions{Credit: int32(MinCredit)})
 	if err != nil {
@@ -474,15 +466,7 @@ func TestCommandLinksAreCapped(t *testing.T) {
 		return v.gw.commandResetsDone.Load() == v.gw.Stats().CommandResets
 	})
 
-	conn, err := amqp.Dial(ctx, b.URL, &amqp.ConnOptions{HostName: "vhost:" + vhost})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	sess, err := conn.NewSession(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := adminSession(ctx, t, b, vhost)
 	for _, dev := range names {
 		rcv, err := sess.NewReceiver(ctx, "/amq/queue/commands."+dev, &amqp.ReceiverOptions{Credit: int32(MinCredit)})
 		if err != nil {

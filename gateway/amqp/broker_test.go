@@ -171,3 +171,19 @@ func sendAs(tb testing.TB, b *testBroker, vhost, user, key string, msg *amqp.Mes
 		tb.Fatal(err)
 	}
 }
+
+// adminSession opens a session on vhost as vigil's broker user, on a
+// connection closed when the test ends.
+func adminSession(ctx context.Context, tb testing.TB, b *testBroker, vhost string) *amqp.Session {
+	tb.Helper()
+	conn, err := amqp.Dial(ctx, b.URL, &amqp.ConnOptions{HostName: "vhost:" + vhost})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sess
+}
