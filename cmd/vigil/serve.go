@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/vigil-iot/vigil/gateway/amqp"
@@ -45,6 +46,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpCommands := fs.String("amqp-commands", amqpDef.CommandAddress, "address template for a device's commands; {id} is the device id")
 	amqpFeedback := fs.String("amqp-feedback", amqpDef.Feedback, "address devices send command acknowledgements to")
 	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
+	amqpGateways := fs.String("amqp-trusted-gateways", "", "comma-separated user-ids of the field gateways that may name a device in --amqp-trust-property; "+
+		"any other sender may name only itself (default: anyone who can send to the source)")
 	amqpMaxBody := fs.Int("amqp-max-body", amqpDef.MaxBody, "largest telemetry body taken from the broker, in bytes; a larger one is rejected")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -70,6 +73,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust
 		ac.MaxBody = *amqpMaxBody
+		for _, u := range strings.Split(*amqpGateways, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				ac.TrustedGateways = append(ac.TrustedGateways, u)
+			}
+		}
 		cfg.AMQP = &ac
 	}
 	log := newLogger(stderr, *logLevel)

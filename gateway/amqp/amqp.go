@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,7 @@ type Stats struct {
 	RefusedUnknown int64 // messages rejected from devices vigil does not know
 	RefusedOff     int64 // messages rejected from disabled devices
 	RefusedBody    int64 // messages rejected whose body is neither AMQP data nor a string
+	RefusedClaim   int64 // messages rejected for naming another device in the trust property without being from a trusted gateway
 	Invalid        int64 // messages whose body is not telemetry: stored as dead letters, then rejected with the reason
 	Commands       int64 // commands the broker accepted
 	CommandResets  int64 // command sessions ended to keep at most 256 command links attached (per-device command addresses)
@@ -64,6 +66,7 @@ type Gateway struct {
 
 	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
 	refusedNoID, refusedUnknown, refusedOff, refusedBody, invalid   atomic.Int64
+	refusedClaim                                                    atomic.Int64
 	commands, ackCount, badAcks, commandResets                      atomic.Int64
 	commandResetsDone                                               atomic.Int64 // of commandResets, those whose end completed
 }
@@ -120,7 +123,7 @@ func (g *Gateway) Stats() Stats {
 		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
 		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
 		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
-		RefusedBody: g.refusedBody.Load(), Invalid: g.invalid.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+		RefusedBody: g.refusedBody.Load(), RefusedClaim: g.refusedClaim.Load(), Invalid: g.invalid.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
 	}
 }
 
@@ -452,14 +455,20 @@ var rejectNoIdentity = &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess, De
 // identify returns the device a message comes from, or the error to reject
 // it with (counted).
 func (g *Gateway) identify(msg *amqp.Message) (gateway.Device, *amqp.Error) {
-	name := ""
+	user := ""
+	if msg.Properties != nil {
+		user = string(msg.Properties.UserID)
+	}
+	name := user
 	if g.cfg.TrustProperty != "" {
-		if v, ok := msg.ApplicationProperties[g.cfg.TrustProperty].(string); ok {
+		if v, ok := msg.ApplicationProperties[g.cfg.TrustProperty].(string); ok && v != "" && v != user {
+			if len(g.cfg.TrustedGateways) > 0 && !slices.Contains(g.cfg.TrustedGateways, user) {
+				g.refusedClaim.Add(1)
+				return gateway.Device{}, &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess,
+					Description: fmt.Sprintf("%q names device %q in %q, which only trusted field gateways may do: a device sends as itself, with its own user-id", user, v, g.cfg.TrustProperty)}
+			}
 			name = v
 		}
-	}
-	if name == "" && msg.Properties != nil {
-		name = string(msg.Properties.UserID)
 	}
 	if name == "" {
 		g.refusedNoID.Add(1)

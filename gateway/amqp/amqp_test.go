@@ -244,27 +244,50 @@ func TestInvalidTelemetryReachesTheBrokersDeadLetters(t *testing.T) {
 	}
 }
 
+// TestTrustedFieldGateway: a field gateway names the devices it forwards
+// for in an application property; a device that shares the source may
+// name only itself there, and the field gateway is no device of its own.
 func TestTrustedFieldGateway(t *testing.T) {
 	b := needBroker(t)
-	const fgw, dev = "field-gw", "behind-gw"
-	vhost, keys := b.Provision(t, fgw)
-	v := startVigil(t, b, vhost, []string{dev}, func(c *Config) { c.TrustProperty = "device" })
-	m := amqp.NewMessage([]byte(`{"temperature": 70.5, "vibration": 0.3}`))
-	m.Properties = &amqp.MessageProperties{MessageID: uint64(7), UserID: []byte(fgw)}
-	m.ApplicationProperties = map[string]any{"device": dev}
-	sendAs(t, b, vhost, fgw, keys[fgw], m)
+	const fgw, dev, other = "field-gw", "behind-gw", "direct-dev"
+	vhost, keys := b.Provision(t, fgw, other)
+	v := startVigil(t, b, vhost, []string{dev, other}, func(c *Config) {
+		c.TrustProperty, c.TrustedGateways = "device", []string{fgw}
+	})
+	claim := func(user, device string, id uint64) *amqp.Message {
+		m := amqp.NewMessage([]byte(`{"temperature": 70.5, "vibration": 0.3}`))
+		m.Properties = &amqp.MessageProperties{MessageID: id, UserID: []byte(user)}
+		if device != "" {
+			m.ApplicationProperties = map[string]any{"device": device}
+		}
+		return m
+	}
+	sendAs(t, b, vhost, fgw, keys[fgw], claim(fgw, dev, 7))
 	// The field gateway itself is no device: its own telemetry is refused.
 	sendAs(t, b, vhost, fgw, keys[fgw], &amqp.Message{Properties: &amqp.MessageProperties{UserID: []byte(fgw)}, Value: `{"t": 1}`})
-	waitFor(t, 10*time.Second, "both messages", func() bool {
+	// A device may name itself, but not another device.
+	sendAs(t, b, vhost, other, keys[other], claim(other, other, 8))
+	sendAs(t, b, vhost, other, keys[other], claim(other, dev, 9))
+	waitFor(t, 10*time.Second, "every message", func() bool {
 		s := v.gw.Stats()
-		return s.Accepted == 1 && s.RefusedUnknown == 1
+		return s.Accepted == 2 && s.RefusedUnknown == 1 && s.RefusedClaim == 1
 	})
-	if got := v.storedReadings(t); got[dev] != 2 || len(got) != 1 {
-		t.Fatalf("stored %v, want 2 readings of %s", got, dev)
+	if got := v.storedReadings(t); got[dev] != 2 || got[other] != 2 || len(got) != 2 {
+		t.Fatalf("stored %v, want 2 readings of %s and of %s", got, dev, other)
 	}
-	var id string
-	if err := v.store.DB().QueryRow(`SELECT msg_id FROM message_ids`).Scan(&id); err != nil || id != "7" {
-		t.Fatalf("message id %q (%v), want \"7\"", id, err)
+	ids := map[string]bool{}
+	rows, err := v.store.DB().Query(`SELECT msg_id FROM message_ids`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		ids[id] = true
+	}
+	if !ids["7"] || !ids["8"] || len(ids) != 2 {
+		t.Fatalf("message ids %v, want 7 and 8", ids)
 	}
 }
 

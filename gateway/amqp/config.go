@@ -45,11 +45,18 @@ type Config struct {
 	Credit int
 	// TrustProperty, when not empty, names an application property that
 	// carries the device id, for a trusted field gateway that forwards for
-	// many devices. Anyone who may send to Source can then claim any
-	// device: set it only when the broker lets nothing but trusted field
-	// gateways write there. Messages without the property fall back to the
-	// user-id.
+	// many devices. Messages without the property fall back to the user-id.
 	TrustProperty string
+	// TrustedGateways, when not empty, are the user-ids (checked by the
+	// broker, as RabbitMQ does) whose messages may name a device in
+	// TrustProperty; a message from anyone else that names a device other
+	// than its own user-id is rejected and counted (Stats.RefusedClaim), so
+	// devices and field gateways can share a source. When empty, anyone who
+	// may send to Source can claim any device through the property: leave
+	// it empty only where the broker lets nothing but trusted field
+	// gateways write there, or does not check user-ids (Service Bus,
+	// Event Hubs).
+	TrustedGateways []string
 	// Workers is how many goroutines hand messages to the sink (which
 	// decodes them on the calling goroutine).
 	Workers int
@@ -104,6 +111,9 @@ func (c Config) Validate() error {
 	}
 	if c.Credit < MinCredit || c.Credit > 1<<30 {
 		return fmt.Errorf("amqp: credit %d: must be at least %d (RabbitMQ 3.10 can stall with less)", c.Credit, MinCredit)
+	}
+	if len(c.TrustedGateways) > 0 && c.TrustProperty == "" {
+		return fmt.Errorf("amqp: trusted gateways %q without a trust property: name the application property they put the device id in", c.TrustedGateways)
 	}
 	if c.Workers < 1 {
 		return fmt.Errorf("amqp: workers %d: must be at least 1", c.Workers)

@@ -28,6 +28,7 @@ func TestValidate(t *testing.T) {
 		{"no workers", func(c *Config) { c.Workers = 0 }, "workers"},
 		{"no body", func(c *Config) { c.MaxBody = 0 }, "max body"},
 		{"no backoff", func(c *Config) { c.MaxBackoff = 0 }, "backoff"},
+		{"trusted gateways without a property", func(c *Config) { c.TrustedGateways = []string{"fgw"} }, "trust property"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

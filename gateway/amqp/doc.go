@@ -24,8 +24,9 @@
 // A device's identity is the message's user-id property, which RabbitMQ
 // checks against the authenticated user, or, for a trusted field gateway
 // that forwards for many devices, an application property named in
-// Config.TrustProperty. Either is resolved through a Registry; message
-// bodies are never trusted for identity.
+// Config.TrustProperty, honoured only from the user-ids in
+// Config.TrustedGateways when that is set. Either is resolved through a
+// Registry; message bodies are never trusted for identity.
 //
 // The gateway reconnects with exponential backoff (capped at
 // Config.MaxBackoff) whenever the connection is lost, also when the broker
