@@ -22,6 +22,11 @@
 //   - Seasonal: a baseline per hour of the day or hour of the week.
 //   - Gap: time since the previous reading.
 //
+// Set is all of them over one series, read as one row of named columns
+// (SetColumns) after each reading: the feature table `vigil features`
+// writes for notebooks. The parity test drives the Set online and checks
+// each of its columns against Eval of the feature alone.
+//
 // Update never allocates once a feature is built. None of the types is safe
 // for concurrent use; each series owns its own.
 package features

@@ -29,34 +29,30 @@ func awsSeries(t *testing.T) []series {
 	return out
 }
 
-// featureSet is every feature of the package for one series, with the
-// columns it produces.
-type featureSet struct {
-	win  Window
-	ewma TimedEWMA
-	seas Seasonal
-	rate Rate
-	gap  Gap
-}
-
 const parityWindow = 64
 
-func newFeatureSet() *featureSet {
-	return &featureSet{
-		win:  NewWindow(parityWindow),
-		ewma: TimedEWMA{NewEWMA(0.05)},
-		seas: NewSeasonal(HourOfWeek, 0.1),
+// newFeatureSet returns the Set the parity test checks, with the window the
+// direct computation uses.
+func newFeatureSet() *Set {
+	c := DefaultSetConfig()
+	c.Window = parityWindow
+	s, err := NewSet(c)
+	if err != nil {
+		panic(err)
 	}
+	return s
 }
 
+// columns names the columns as the direct computation does, in SetColumns
+// order.
 var columns = []string{"mean", "std", "min", "max", "q10", "median", "q90", "mad", "ewma_mean", "ewma_std", "seasonal_residual", "rate", "gap"}
 
 // offline evaluates every column over a stored series with Eval, one feature
 // at a time.
 func offline(s series) [][]float64 {
-	col := func(f func(*featureSet) []float64) []float64 { return f(newFeatureSet()) }
+	col := func(f func(*Set) []float64) []float64 { return f(newFeatureSet()) }
 	win := func(v func(*Window) float64) []float64 {
-		return col(func(fs *featureSet) []float64 { return Eval(&fs.win, s.ts, s.xs, v) })
+		return col(func(fs *Set) []float64 { return Eval(&fs.win, s.ts, s.xs, v) })
 	}
 	return [][]float64{
 		win((*Window).Mean),
@@ -67,22 +63,22 @@ func offline(s series) [][]float64 {
 		win((*Window).Median),
 		win(func(w *Window) float64 { return w.Quantile(0.9) }),
 		win((*Window).MAD),
-		col(func(fs *featureSet) []float64 {
+		col(func(fs *Set) []float64 {
 			return Eval(&fs.ewma, s.ts, s.xs, func(e *TimedEWMA) float64 { return e.Mean() })
 		}),
-		col(func(fs *featureSet) []float64 {
+		col(func(fs *Set) []float64 {
 			return Eval(&fs.ewma, s.ts, s.xs, func(e *TimedEWMA) float64 { return e.Std() })
 		}),
-		col(func(fs *featureSet) []float64 { return Eval(&fs.seas, s.ts, s.xs, (*Seasonal).Residual) }),
-		col(func(fs *featureSet) []float64 { return Eval(&fs.rate, s.ts, s.xs, (*Rate).PerSecond) }),
-		col(func(fs *featureSet) []float64 { return Eval(&fs.gap, s.ts, s.xs, (*Gap).Seconds) }),
+		col(func(fs *Set) []float64 { return Eval(&fs.seas, s.ts, s.xs, (*Seasonal).Residual) }),
+		col(func(fs *Set) []float64 { return Eval(&fs.rate, s.ts, s.xs, (*Rate).PerSecond) }),
+		col(func(fs *Set) []float64 { return Eval(&fs.gap, s.ts, s.xs, (*Gap).Seconds) }),
 	}
 }
 
 // online feeds all series interleaved, one reading at a time, as the live
 // pipeline does, and records every column after each reading.
 func online(all []series) [][][]float64 {
-	sets := make([]*featureSet, len(all))
+	sets := make([]*Set, len(all))
 	out := make([][][]float64, len(all))
 	longest := 0
 	for i, s := range all {
@@ -95,18 +91,8 @@ func online(all []series) [][][]float64 {
 			if k >= len(s.xs) {
 				continue
 			}
-			fs, ts, x := sets[i], s.ts[k], s.xs[k]
-			fs.win.Update(ts, x)
-			fs.ewma.Update(ts, x)
-			fs.seas.Update(ts, x)
-			fs.rate.Update(ts, x)
-			fs.gap.Update(ts, x)
-			vals := []float64{
-				fs.win.Mean(), fs.win.Std(), fs.win.Min(), fs.win.Max(),
-				fs.win.Quantile(0.1), fs.win.Median(), fs.win.Quantile(0.9), fs.win.MAD(),
-				fs.ewma.Mean(), fs.ewma.Std(), fs.seas.Residual(), fs.rate.PerSecond(), fs.gap.Seconds(),
-			}
-			for c, v := range vals {
+			sets[i].Update(s.ts[k], s.xs[k])
+			for c, v := range sets[i].Values(nil) {
 				out[i][c] = append(out[i][c], v)
 			}
 		}
@@ -223,5 +209,16 @@ func TestSeasonBucket(t *testing.T) {
 	zoned := time.Date(2026, 3, 1, 23, 30, 0, 0, time.FixedZone("X", -5*3600))
 	if got, want := HourOfWeek.Bucket(zoned), int(zoned.UTC().Weekday())*24+zoned.UTC().Hour(); got != want {
 		t.Fatalf("zoned time: bucket %d, want %d", got, want)
+	}
+}
+
+// TestSetColumns: a Set gives one value per name in SetColumns, and the
+// parity test checks every one of them.
+func TestSetColumns(t *testing.T) {
+	if n := len(newFeatureSet().Values(nil)); n != len(SetColumns) || n != len(columns) {
+		t.Fatalf("a Set gives %d values for %d names; the parity test checks %d", n, len(SetColumns), len(columns))
+	}
+	if _, err := NewSet(SetConfig{Window: 0, Alpha: 0.1, Season: HourOfDay, SeasonAlpha: 0.1}); err == nil {
+		t.Error("a Set with an empty window was built")
 	}
 }

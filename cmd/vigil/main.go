@@ -25,6 +25,8 @@ Usage:
   vigil models   list [--all] | activate NAME VERSION     the model registry; activate rolls back or forward
   vigil eval nab --data DIR --labels FILE [--model SPEC]   score a detector on the Numenta Anomaly Benchmark
   vigil eval history --labels FILE [--model SPEC]         backtest a detector on stored history against labelled windows
+  vigil features --in FILE.csv | --device D [--metric M] [--out FILE.csv]
+                                                          the feature table (window, EWMA, seasonal, rate, gap columns) per reading
 
 Run "vigil COMMAND -h" for a command's flags.
 `
@@ -44,15 +46,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"demo":    runDemo,
-		"serve":   runServe,
-		"sim":     runSim,
-		"devices": runDevices,
-		"query":   runQuery,
-		"score":   runScore,
-		"eval":    runEval,
-		"train":   runTrain,
-		"models":  runModels,
+		"demo":     runDemo,
+		"serve":    runServe,
+		"sim":      runSim,
+		"devices":  runDevices,
+		"query":    runQuery,
+		"score":    runScore,
+		"eval":     runEval,
+		"features": runFeatures,
+		"train":    runTrain,
+		"models":   runModels,
 	}
 	switch args[0] {
 	case "help", "-h", "--help":
