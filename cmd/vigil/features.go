@@ -48,6 +48,9 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if (*in == "") == (*device == "") {
 		return errors.New("give --in FILE.csv, or --device DEVICE [--metric METRIC] for stored history")
 	}
+	if *in != "" && (flagSet(fs, "metric") || flagSet(fs, "from") || flagSet(fs, "to")) {
+		return errors.New("--metric, --from and --to choose stored history; with --in the CSV is the whole series")
+	}
 	path := *out
 	if path == "-" {
 		path = ""

@@ -96,7 +96,7 @@ func TestFeaturesTable(t *testing.T) {
 		t.Errorf("the device's table has %d rows, want %d of value and 5 of other", len(all)-1, len(want))
 	}
 
-	for _, args := range [][]string{{}, {"--in", file, "--device", "feat-1"}, {"--server", server, "--device", "nobody"}, {"--in", file, "--season", "month"}} {
+	for _, args := range [][]string{{}, {"--in", file, "--device", "feat-1"}, {"--server", server, "--device", "nobody"}, {"--in", file, "--season", "month"}, {"--in", file, "--metric", "value"}} {
 		var stdout, stderr bytes.Buffer
 		if code := run(ctx, append([]string{"features"}, args...), &stdout, &stderr); code == 0 || stderr.Len() == 0 {
 			t.Errorf("features %v: exit %d, %q; want a refusal that says why", args, code, stderr.String())
