@@ -33,6 +33,7 @@ type InvalidError struct {
 	Reason string // what is wrong with the body, in words meant for the device's developer
 }
 
+// Error returns the reason.
 func (e *InvalidError) Error() string { return e.Reason }
 
 // Invalid returns the reason a settlement error says the message is not
