@@ -51,6 +51,10 @@ func runEvalHistory(ctx context.Context, args []string, stdout, stderr io.Writer
 	return evaluate(stdout, "history", &models.Corpus{Series: series, Windows: windows}, spec, ef)
 }
 
+// checkSeriesNames tells a user whose series names match nothing stored how
+// to list the stored ones.
+const checkSeriesNames = "check the names against `vigil query \"SELECT DISTINCT device, metric FROM readings\"`"
+
 // historyCorpus reads, in one query, the stored readings that match the
 // conditions where of every series windows names ("DEVICE/METRIC"), and
 // returns them sorted by name with each window narrowed to the readings
@@ -92,7 +96,7 @@ func historyCorpus(ctx context.Context, c *api.Client, windows nab.Windows, wher
 			}
 		}
 		sort.Strings(missing)
-		return nil, nil, fmt.Errorf("no stored readings for %s: check the names against `vigil query \"SELECT DISTINCT device, metric FROM readings\"`", strings.Join(missing, ", "))
+		return nil, nil, fmt.Errorf("no stored readings for %s: %s", strings.Join(missing, ", "), checkSeriesNames)
 	}
 	narrowed := make(nab.Windows, len(windows))
 	for _, s := range series {

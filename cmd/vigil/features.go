@@ -90,7 +90,7 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if *metric != "" {
 				what += " metric " + strconv.Quote(*metric)
 			}
-			err = fmt.Errorf("no stored readings of %s in the window: check the names against `vigil query \"SELECT DISTINCT device, metric FROM readings\"`", what)
+			err = fmt.Errorf("no stored readings of %s in the window: %s", what, checkSeriesNames)
 		}
 		return err
 	})
