@@ -19,7 +19,8 @@
 //   - Window: rolling mean, standard deviation, minimum, maximum, quantiles,
 //     median and MAD over the last n readings.
 //   - Rate: rate of change per second between consecutive readings.
-//   - Seasonal: a baseline per hour of the day or hour of the week.
+//   - Seasonal: a baseline per hour of the day, hour of the week or day of
+//     the week.
 //   - Gap: time since the previous reading.
 //
 // Set is all of them over one series, read as one row of named columns

@@ -205,6 +205,9 @@ func TestSeasonBucket(t *testing.T) {
 		if got, want := HourOfWeek.Bucket(ts), int(ts.Weekday())*24+ts.Hour(); got != want {
 			t.Fatalf("%v: week bucket %d, want %d", ts, got, want)
 		}
+		if got, want := DayOfWeek.Bucket(ts), int(ts.Weekday()); got != want {
+			t.Fatalf("%v: weekday bucket %d, want %d", ts, got, want)
+		}
 	}
 	zoned := time.Date(2026, 3, 1, 23, 30, 0, 0, time.FixedZone("X", -5*3600))
 	if got, want := HourOfWeek.Bucket(zoned), int(zoned.UTC().Weekday())*24+zoned.UTC().Hour(); got != want {
@@ -220,5 +223,35 @@ func TestSetColumns(t *testing.T) {
 	}
 	if _, err := NewSet(SetConfig{Window: 0, Alpha: 0.1, Season: HourOfDay, SeasonAlpha: 0.1}); err == nil {
 		t.Error("a Set with an empty window was built")
+	}
+}
+
+// TestSeasonalDayOfWeek: a series that runs high every Sunday leaves a
+// small residual against a day-of-week baseline once it has seen a few
+// weeks, and a large one against an hour-of-day baseline, which mixes
+// Sundays with weekdays.
+func TestSeasonalDayOfWeek(t *testing.T) {
+	t0 := time.Date(2026, 1, 4, 0, 0, 0, 0, time.UTC) // a Sunday
+	sundays := func(season Season) float64 {
+		s := NewSeasonal(season, 0.1)
+		var sum float64
+		var n int
+		for h := range 24 * 7 * 12 {
+			ts := t0.Add(time.Duration(h) * time.Hour)
+			x := 10 + float64(h%5)*0.1
+			if ts.Weekday() == time.Sunday {
+				x += 40
+			}
+			s.Update(ts, x)
+			if h >= 24*7*8 && ts.Weekday() == time.Sunday {
+				sum += math.Abs(s.Residual())
+				n++
+			}
+		}
+		return sum / float64(n)
+	}
+	byDay, byHour := sundays(DayOfWeek), sundays(HourOfDay)
+	if byDay > 1 || byHour < 20 {
+		t.Fatalf("mean |residual| on Sundays in weeks 9-12: %.2f against a day-of-week baseline (want ≤ 1), %.2f against an hour-of-day one (want ≥ 20)", byDay, byHour)
 	}
 }

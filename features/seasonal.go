@@ -15,6 +15,8 @@ const (
 	// HourOfWeek keeps 168 buckets, one per hour of the week (day of week
 	// times hour of day).
 	HourOfWeek
+	// DayOfWeek keeps 7 buckets, one per day of the week (Sunday 0).
+	DayOfWeek
 )
 
 // Buckets returns the number of buckets of the season, or 0 if it is unknown.
@@ -24,33 +26,39 @@ func (s Season) Buckets() int {
 		return 24
 	case HourOfWeek:
 		return 168
+	case DayOfWeek:
+		return 7
 	}
 	return 0
 }
 
 // Bucket returns the bucket ts falls into: the UTC hour of the day (0-23),
-// or for HourOfWeek the UTC weekday times 24 plus the hour (Sunday 0 am is
-// 0). It works on Unix seconds rather than calendar fields, which is exact
-// for UTC (no leap seconds in Unix time) and several times faster.
+// for HourOfWeek the UTC weekday times 24 plus the hour (Sunday 0 am is 0),
+// for DayOfWeek the UTC weekday (Sunday 0). It works on Unix seconds rather
+// than calendar fields, which is exact for UTC (no leap seconds in Unix
+// time) and several times faster.
 func (s Season) Bucket(ts time.Time) int {
 	const hour, day = 3600, 86400
 	sec := ts.Unix()
 	h := int(((sec % day) + day) % day / hour)
-	if s == HourOfWeek {
+	if s == HourOfWeek || s == DayOfWeek {
 		// 1970-01-01 was a Thursday (weekday 4).
 		days := sec / day
 		if sec < 0 && sec%day != 0 {
 			days--
 		}
 		wd := int(((days+4)%7 + 7) % 7)
+		if s == DayOfWeek {
+			return wd
+		}
 		return wd*24 + h
 	}
 	return h
 }
 
 // Seasonal is a seasonal baseline: one exponentially weighted mean and
-// variance per bucket of the season (hour of day or hour of week), the
-// "seasonal index" of classical decomposition (Holt-Winters: Winters,
+// variance per bucket of the season (hour of day, hour of week or day of
+// week), the "seasonal index" of classical decomposition (Holt-Winters: Winters,
 // "Forecasting sales by exponentially weighted moving averages", Management
 // Science 6(3), 1960, section 3, here kept per bucket without trend).
 // Each bucket follows the recursion of an EWMA with weight alpha (see EWMA).

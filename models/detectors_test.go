@@ -184,6 +184,7 @@ func TestParams(t *testing.T) {
 		{KindEWMAChart, `{"lambda":0.3}`, ""},
 		{KindEWMAChart, `{"lambda":1.5}`, "lambda"},
 		{KindSeasonal, `{"season":"hour_of_week"}`, ""},
+		{KindSeasonal, `{"season":"day_of_week"}`, ""},
 		{KindSeasonal, `{"season":"minute"}`, "season"},
 		{KindLikelihood, `{"model":{"kind":"spike"}}`, ""},
 		{KindLikelihood, `{"model":{"kind":"nope"}}`, "unknown model kind"},

@@ -14,7 +14,7 @@ const KindSeasonal = "seasonal"
 
 // SeasonalConfig sets the parameters of a Seasonal detector.
 type SeasonalConfig struct {
-	// Season is "hour_of_day" or "hour_of_week".
+	// Season is "hour_of_day", "hour_of_week" or "day_of_week".
 	Season string `json:"season"`
 	// Alpha is the EWMA weight of the newest reading in its bucket's
 	// baseline (0 < Alpha <= 1).
@@ -49,6 +49,8 @@ func (c SeasonalConfig) season() features.Season {
 		return features.HourOfDay
 	case "hour_of_week":
 		return features.HourOfWeek
+	case "day_of_week":
+		return features.DayOfWeek
 	}
 	return 0
 }
@@ -57,7 +59,7 @@ func (c SeasonalConfig) season() features.Season {
 func (c SeasonalConfig) Validate() error {
 	switch {
 	case c.season() == 0:
-		return fmt.Errorf("seasonal: season must be hour_of_day or hour_of_week, not %q", c.Season)
+		return fmt.Errorf("seasonal: season must be hour_of_day, hour_of_week or day_of_week, not %q", c.Season)
 	case !(c.Alpha > 0 && c.Alpha <= 1):
 		return errors.New("seasonal: alpha must be in (0, 1]")
 	case c.MinSeen < 1:

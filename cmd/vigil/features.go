@@ -28,7 +28,7 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	out := fs.String("out", "-", "output CSV (- for stdout); written whole or not at all")
 	window := fs.Int("window", def.Window, "readings in the rolling window")
 	alpha := fs.Float64("alpha", def.Alpha, "weight of the newest reading in the EWMA columns, in (0, 1]")
-	season := fs.String("season", "week", "seasonal baseline buckets: day (hour of day) or week (hour of week)")
+	season := fs.String("season", "week", "seasonal baseline buckets: day (hour of day), week (hour of week) or weekday (day of week)")
 	seasonAlpha := fs.Float64("season-alpha", def.SeasonAlpha, "weight of the newest reading in its seasonal bucket, in (0, 1]")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -39,8 +39,10 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		cfg.Season = features.HourOfDay
 	case "week":
 		cfg.Season = features.HourOfWeek
+	case "weekday":
+		cfg.Season = features.DayOfWeek
 	default:
-		return fmt.Errorf("--season %q: want day or week", *season)
+		return fmt.Errorf("--season %q: want day, week or weekday", *season)
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
