@@ -35,7 +35,7 @@ func runEvalHistory(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	where, _, err := trainWindow(*from, *to, "")
+	where, _, err := historyWindow(*from, *to, "")
 	if err != nil {
 		return err
 	}

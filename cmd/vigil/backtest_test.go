@@ -79,11 +79,8 @@ func TestEvalHistoryMatchesNAB(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for k := range s.Values {
-			cols.TS = append(cols.TS, s.Timestamps[k].UnixMicro())
-			cols.DeviceID = append(cols.DeviceID, d.ID)
-			cols.MetricID = append(cols.MetricID, metric)
-			cols.Value = append(cols.Value, s.Values[k])
+		for k, x := range s.Values {
+			addReading(&cols, s.Timestamps[k], d.ID, metric, x)
 		}
 		key := dev + "/value"
 		nabLabels[f], exact[key], widened[key] = [][2]string{}, [][2]string{}, [][2]string{}
@@ -96,11 +93,7 @@ func TestEvalHistoryMatchesNAB(t *testing.T) {
 	if len(nabLabels[files[1]])+len(nabLabels[files[2]]) == 0 {
 		t.Fatal("the chosen files have no labelled windows")
 	}
-	rec := cols.Record()
-	defer rec.Release()
-	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
-		t.Fatal(err)
-	}
+	commitColumns(t, st, cols)
 	writeJSON := func(name string, v any) string {
 		b, _ := json.Marshal(v)
 		p := filepath.Join(dir, name)
@@ -151,7 +144,7 @@ func TestEvalHistoryMatchesNAB(t *testing.T) {
 	// --from and --to bound the readings backtested.
 	f1, _ := nab.LoadSeries("../../testdata/nab/data/"+files[1], files[1])
 	lo, hi := f1.Timestamps[100], f1.Timestamps[len(f1.Timestamps)-100]
-	where, _, err := trainWindow(lo.Format(time.RFC3339), hi.Format(time.RFC3339), "")
+	where, _, err := historyWindow(lo.Format(time.RFC3339), hi.Format(time.RFC3339), "")
 	if err != nil {
 		t.Fatal(err)
 	}

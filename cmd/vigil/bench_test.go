@@ -33,20 +33,13 @@ func BenchmarkTrainHistories(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i := range readings {
-				cols.TS = append(cols.TS, t0.Add(time.Duration(i)*time.Minute).UnixMicro())
-				cols.DeviceID = append(cols.DeviceID, d.ID)
-				cols.MetricID = append(cols.MetricID, id)
-				cols.Value = append(cols.Value, float64(i%17))
+				addReading(&cols, t0.Add(time.Duration(i)*time.Minute), d.ID, id, float64(i%17))
 			}
 		}
 	}
-	rec := cols.Record()
-	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
-		b.Fatal(err)
-	}
-	rec.Release()
+	commitColumns(b, st, cols)
 	c := &api.Client{BaseURL: "http://" + srv.HTTPAddr()}
-	where, _, err := trainWindow("", "", "")
+	where, _, err := historyWindow("", "", "")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -106,6 +106,15 @@ func writeOut(path string, stdout io.Writer, write func(io.Writer) error) error 
 	return os.Rename(f.Name(), path)
 }
 
+// stdoutDash is the writeOut path of an --out flag whose "-" means
+// standard output.
+func stdoutDash(out string) string {
+	if out == "-" {
+		return ""
+	}
+	return out
+}
+
 // createPartial creates a new file beside path to be renamed to it, with
 // mode 0666 less the umask (os.CreateTemp's files are 0600).
 func createPartial(path string) (*os.File, error) {

@@ -53,23 +53,19 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *in != "" && (flagSet(fs, "metric") || flagSet(fs, "from") || flagSet(fs, "to")) {
 		return errors.New("--metric, --from and --to choose stored history; with --in the CSV is the whole series")
 	}
-	path := *out
-	if path == "-" {
-		path = ""
-	}
 	if *in != "" {
 		ts, xs, err := readCSV(*in)
 		if err != nil {
 			return err
 		}
-		return writeOut(path, stdout, func(w io.Writer) error {
+		return writeOut(stdoutDash(*out), stdout, func(w io.Writer) error {
 			if _, err := io.WriteString(w, featureHeader(false)); err != nil {
 				return err
 			}
 			return writeFeatures(w, cfg, "", ts, xs)
 		})
 	}
-	where, _, err := trainWindow(*from, *to, *device)
+	where, _, err := historyWindow(*from, *to, *device)
 	if err != nil {
 		return err
 	}
@@ -77,7 +73,7 @@ func runFeatures(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		where = append(where, "metric = "+sqlString(*metric))
 	}
 	c := &api.Client{BaseURL: *url, Token: *token}
-	return writeOut(path, stdout, func(w io.Writer) error {
+	return writeOut(stdoutDash(*out), stdout, func(w io.Writer) error {
 		if _, err := io.WriteString(w, featureHeader(true)); err != nil {
 			return err
 		}

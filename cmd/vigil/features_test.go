@@ -72,18 +72,12 @@ func TestFeaturesTable(t *testing.T) {
 	other, _ := st.MetricID(ctx, "other")
 	var cols store.TelemetryColumns
 	for i, x := range s.Values {
-		cols.TS = append(cols.TS, s.Timestamps[i].UnixMicro())
-		cols.DeviceID, cols.MetricID, cols.Value = append(cols.DeviceID, d.ID), append(cols.MetricID, value), append(cols.Value, x)
+		addReading(&cols, s.Timestamps[i], d.ID, value, x)
 	}
 	for i := range 5 {
-		cols.TS = append(cols.TS, s.Timestamps[i].UnixMicro())
-		cols.DeviceID, cols.MetricID, cols.Value = append(cols.DeviceID, d.ID), append(cols.MetricID, other), append(cols.Value, 1)
+		addReading(&cols, s.Timestamps[i], d.ID, other, 1)
 	}
-	rec := cols.Record()
-	defer rec.Release()
-	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
-		t.Fatal(err)
-	}
+	commitColumns(t, st, cols)
 	server := "http://" + srv.HTTPAddr()
 	rows := table("--server", server, "--device", "feat-1", "--metric", "value")
 	check("stored", rows, 2)

@@ -220,6 +220,22 @@ func startServer(t testing.TB) *server.Server {
 	return srv
 }
 
+// addReading appends one reading to batch columns.
+func addReading(c *store.TelemetryColumns, ts time.Time, device int32, metric int16, x float64) {
+	c.TS, c.DeviceID = append(c.TS, ts.UnixMicro()), append(c.DeviceID, device)
+	c.MetricID, c.Value = append(c.MetricID, metric), append(c.Value, x)
+}
+
+// commitColumns stores the readings of c in st as one batch.
+func commitColumns(tb testing.TB, st *store.Store, c store.TelemetryColumns) {
+	tb.Helper()
+	rec := c.Record()
+	defer rec.Release()
+	if err := st.Commit(context.Background(), store.Batch{Readings: rec}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // TestTrainRegistersPerSeriesModels trains against a running server through
 // its API and finds one version per stored series in the registry.
 func TestTrainRegistersPerSeriesModels(t *testing.T) {
@@ -383,19 +399,12 @@ func TestTrainReadsEveryReading(t *testing.T) {
 	t0 := time.Now().Add(-time.Duration(long) * time.Second).Truncate(time.Second)
 	add := func(m int16, n int) {
 		for i := range n {
-			cols.TS = append(cols.TS, t0.Add(time.Duration(i)*time.Second).UnixMicro())
-			cols.DeviceID = append(cols.DeviceID, d.ID)
-			cols.MetricID = append(cols.MetricID, m)
-			cols.Value = append(cols.Value, float64(70+i%7))
+			addReading(&cols, t0.Add(time.Duration(i)*time.Second), d.ID, m, float64(70+i%7))
 		}
 	}
 	add(temp, long)
 	add(rpm, 300)
-	rec := cols.Record()
-	defer rec.Release()
-	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
-		t.Fatal(err)
-	}
+	commitColumns(t, st, cols)
 	var stdout, stderr bytes.Buffer
 	if code := run(ctx, []string{"train", "--server", "http://" + srv.HTTPAddr(), "--model", "ewma_z", "--device", "mill-1"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -436,18 +445,11 @@ func TestTrainMultivariateFleet(t *testing.T) {
 		d, _ := st.AddDevice(ctx, name, name+"-key")
 		for i := range 120 {
 			for _, m := range fleet[name] {
-				cols.TS = append(cols.TS, t0.Add(time.Duration(i)*time.Second).UnixMicro())
-				cols.DeviceID = append(cols.DeviceID, d.ID)
-				cols.MetricID = append(cols.MetricID, m)
-				cols.Value = append(cols.Value, 50+rng.NormFloat64())
+				addReading(&cols, t0.Add(time.Duration(i)*time.Second), d.ID, m, 50+rng.NormFloat64())
 			}
 		}
 	}
-	rec := cols.Record()
-	defer rec.Release()
-	if err := st.Commit(ctx, store.Batch{Readings: rec}); err != nil {
-		t.Fatal(err)
-	}
+	commitColumns(t, st, cols)
 	var stdout, stderr bytes.Buffer
 	if code := run(ctx, []string{"train", "--server", url, "--multivariate"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())

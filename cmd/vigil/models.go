@@ -76,11 +76,7 @@ func runScore(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// The output file appears only once every row is scored: a failed run
 	// leaves an earlier one as it was, and --out may name the input.
-	path := *out
-	if path == "-" {
-		path = ""
-	}
-	return writeOut(path, stdout, func(w io.Writer) error { return models.ScoreCSV(spec, r, w) })
+	return writeOut(stdoutDash(*out), stdout, func(w io.Writer) error { return models.ScoreCSV(spec, r, w) })
 }
 
 const evalUsage = "usage: vigil eval nab --data DIR --labels FILE [--model SPEC] [--profiles FILE] [--json]\n" +

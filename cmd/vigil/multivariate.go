@@ -54,7 +54,7 @@ func trainMultivariate(ctx context.Context, c *api.Client, stdout, stderr io.Wri
 		return trainDevice(ctx, c, stdout, spec, device, names, ts, rows)
 	}
 
-	where, _, err := trainWindow(from, to, device)
+	where, _, err := historyWindow(from, to, device)
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return register(ctx, c, stdout, *name, specJSON, ts, m, fitSummary(m))
 	}
 
-	where, toT, err := trainWindow(*from, *to, *device)
+	where, toT, err := historyWindow(*from, *to, *device)
 	if err != nil {
 		return err
 	}
@@ -158,9 +158,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// trainWindow turns --from, --to and --device into conditions on the
+// historyWindow turns --from, --to and --device into conditions on the
 // readings view, and returns the window's end.
-func trainWindow(from, to, device string) ([]string, time.Time, error) {
+func historyWindow(from, to, device string) ([]string, time.Time, error) {
 	var fromT time.Time
 	var err error
 	if from != "" {
