@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 )
 
 // errUsage means a flag error that the flag package has already reported.
@@ -41,4 +42,16 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// commaList splits a comma-separated flag value into its non-empty,
+// trimmed items.
+func commaList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

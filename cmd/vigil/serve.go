@@ -42,7 +42,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpDef := amqp.DefaultConfig()
 	amqpURL := fs.String("amqp", "", "also link to an AMQP 1.0 broker: amqp[s]://USER:PASS@HOST:PORT")
 	amqpVHost := fs.String("amqp-vhost", "", "the broker's virtual host (RabbitMQ)")
-	amqpSource := fs.String("amqp-source", amqpDef.Source, "address vigil receives telemetry from")
+	amqpSource := fs.String("amqp-source", strings.Join(amqpDef.Sources, ","), "comma-separated addresses vigil receives telemetry from, a receiver each (the queues of this vigil's shard of the fleet)")
 	amqpCommands := fs.String("amqp-commands", amqpDef.CommandAddress, "address template for a device's commands; {id} is the device id")
 	amqpFeedback := fs.String("amqp-feedback", amqpDef.Feedback, "address devices send command acknowledgements to")
 	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
@@ -71,13 +71,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	if *amqpURL != "" {
 		ac := amqpDef
-		ac.URL, ac.VHost, ac.Source, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpSource, *amqpCommands, *amqpFeedback, *amqpTrust
+		ac.URL, ac.VHost, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback, *amqpTrust
+		ac.Sources, ac.TrustedGateways = commaList(*amqpSource), commaList(*amqpGateways)
 		ac.MaxBody = *amqpMaxBody
-		for _, u := range strings.Split(*amqpGateways, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				ac.TrustedGateways = append(ac.TrustedGateways, u)
-			}
-		}
 		cfg.AMQP = &ac
 	}
 	log := newLogger(stderr, *logLevel)

@@ -151,7 +151,7 @@ func (g *Gateway) run(ctx context.Context) {
 			g.log.Warn("broker unreachable, retrying", "addr", g.redacted(), "vhost", g.cfg.VHost, "in", backoff, "err", err)
 		} else {
 			g.connects.Add(1)
-			g.log.Info("connected to broker", "addr", g.redacted(), "vhost", g.cfg.VHost, "source", g.cfg.Source, "feedback", g.cfg.Feedback)
+			g.log.Info("connected to broker", "addr", g.redacted(), "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", g.cfg.Feedback)
 			g.setLink(l)
 			up := time.Now()
 			err = l.serve(ctx)
@@ -197,7 +197,7 @@ const (
 	reject
 )
 
-// settlement is one pending disposition for the link's settler.
+// settlement is one pending disposition for a source's settler.
 type settlement struct {
 	msg     *amqp.Message
 	outcome outcome
@@ -208,13 +208,12 @@ type settlement struct {
 // never closed link by link (RabbitMQ 3.10 does not complete a detach):
 // closing the connection closes everything.
 type link struct {
-	g         *Gateway
-	conn      *amqp.Conn
-	sess      *amqp.Session
-	telemetry *amqp.Receiver
-	feedback  *amqp.Receiver
-	settle    chan settlement
-	work      chan gateway.Message
+	g        *Gateway
+	conn     *amqp.Conn
+	sess     *amqp.Session
+	sources  []*source // one per Config.Sources, in its order
+	feedback *amqp.Receiver
+	work     chan gateway.Message
 
 	smu     sync.Mutex
 	csess   *amqp.Session           // the commands' session, begun with the first command
@@ -248,22 +247,29 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 	}
 	l := &link{
 		g: g, conn: conn, sess: sess, senders: map[string]*commandLink{},
-		// At most Credit messages are unsettled at a time, so a settlement
-		// never waits for room (twice that for a careless double settle).
-		settle: make(chan settlement, 2*g.cfg.Credit),
-		work:   make(chan gateway.Message, g.cfg.Workers),
+		work: make(chan gateway.Message, g.cfg.Workers),
 	}
 	// A receiver attach to a missing queue takes the connection down:
 	// declare (durable) first, with a sender attach to /queue/NAME.
-	for _, addr := range []string{g.cfg.Source, g.cfg.Feedback} {
+	for _, addr := range append(slices.Clone(g.cfg.Sources), g.cfg.Feedback) {
 		if q := queueToDeclare(addr); q != "" {
 			if _, err := sess.NewSender(ctx, q, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration}); err != nil {
 				return nil, fmt.Errorf("declare %s: %w", q, err)
 			}
 		}
 	}
-	if l.telemetry, err = sess.NewReceiver(ctx, g.cfg.Source, g.receiverOptions(g.cfg.Source)); err != nil {
-		return nil, fmt.Errorf("attach %s: %w", g.cfg.Source, err)
+	for _, addr := range g.cfg.Sources {
+		recv, err := sess.NewReceiver(ctx, addr, g.receiverOptions(addr))
+		if err != nil {
+			return nil, fmt.Errorf("attach %s: %w", addr, err)
+		}
+		l.sources = append(l.sources, &source{
+			l: l, addr: addr, recv: recv,
+			// At most Credit messages are unsettled at a time, so a
+			// settlement never waits for room (twice that for a careless
+			// double settle).
+			settle: make(chan settlement, 2*g.cfg.Credit),
+		})
 	}
 	if l.feedback, err = sess.NewReceiver(ctx, g.cfg.Feedback, g.receiverOptions(g.cfg.Feedback)); err != nil {
 		return nil, fmt.Errorf("attach %s: %w", g.cfg.Feedback, err)
@@ -285,9 +291,11 @@ func (l *link) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	fail := func(err error) { cancel(err) }
-	wg.Go(func() { fail(l.receiveTelemetry(ctx)) })
+	for _, src := range l.sources {
+		wg.Go(func() { fail(src.receive(ctx)) })
+		wg.Go(src.settler)
+	}
 	wg.Go(func() { fail(l.receiveFeedback(ctx)) })
-	wg.Go(l.settler)
 	for range l.g.cfg.Workers {
 		wg.Go(func() { l.submitter(ctx, fail) })
 	}
@@ -302,44 +310,53 @@ func (l *link) serve(ctx context.Context) error {
 	return err
 }
 
-// receiveTelemetry hands every telemetry message it may accept to the
-// submitters and rejects the others.
-func (l *link) receiveTelemetry(ctx context.Context) error {
-	g := l.g
+// source is one telemetry receiver and the queue of dispositions its
+// settler sends, in the order the sink settles the messages.
+type source struct {
+	l      *link
+	addr   string
+	recv   *amqp.Receiver
+	settle chan settlement
+}
+
+// receive hands every telemetry message of the source it may accept to the
+// link's submitters and rejects the others.
+func (src *source) receive(ctx context.Context) error {
+	l, g := src.l, src.l.g
 	for {
-		msg, err := l.telemetry.Receive(ctx, nil)
+		msg, err := src.recv.Receive(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("receive %s: %w", g.cfg.Source, err)
+			return fmt.Errorf("receive %s: %w", src.addr, err)
 		}
 		dev, rej := g.identify(msg)
 		if rej != nil {
-			l.settleLater(settlement{msg: msg, outcome: reject, err: rej})
+			src.settleLater(settlement{msg: msg, outcome: reject, err: rej})
 			continue
 		}
 		body, ok := messageBody(msg)
 		if !ok {
 			g.refusedBody.Add(1)
-			l.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+			src.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
 				Condition: amqp.ErrCondDecodeError, Description: "body must be AMQP data sections or a string value holding JSON telemetry",
 			}})
 			continue
 		}
 		if len(body) > g.cfg.MaxBody {
 			g.refusedBody.Add(1)
-			l.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+			src.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
 				Condition:   amqp.ErrCondMessageSizeExceeded,
 				Description: fmt.Sprintf("body of %d bytes is over the %d-byte limit: split the readings over several messages", len(body), g.cfg.MaxBody),
 			}})
 			continue
 		}
 		m := gateway.Message{
-			Device: dev, Source: g.cfg.Source, ID: messageID(msg), Body: body, Received: time.Now().UTC(),
-			Settle: l.settleFunc(msg), Patient: true,
+			Device: dev, Source: src.addr, ID: messageID(msg), Body: body, Received: time.Now().UTC(),
+			Settle: src.settleFunc(msg), Patient: true,
 		}
 		select {
 		case l.work <- m:
 		case <-ctx.Done():
-			l.settleLater(settlement{msg: msg, outcome: release})
+			src.settleLater(settlement{msg: msg, outcome: release})
 			return context.Cause(ctx)
 		}
 	}
@@ -370,35 +387,37 @@ func (l *link) submitter(ctx context.Context, fail func(error)) {
 // letter, so a dead-letter exchange on the broker's queue gets it too;
 // release on any other error, for the broker to deliver it again. It never
 // blocks: the settler goroutine sends the disposition.
-func (l *link) settleFunc(msg *amqp.Message) func(error) {
+func (src *source) settleFunc(msg *amqp.Message) func(error) {
+	g := src.l.g
 	return func(err error) {
 		if reason, invalid := gateway.Invalid(err); invalid {
-			l.g.invalid.Add(1)
-			l.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+			g.invalid.Add(1)
+			src.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
 				Condition:   amqp.ErrCondDecodeError,
 				Description: reason + " (kept by vigil as a dead letter)",
 			}})
 			return
 		}
 		if err != nil {
-			l.settleLater(settlement{msg: msg, outcome: release})
+			src.settleLater(settlement{msg: msg, outcome: release})
 			return
 		}
-		l.settleLater(settlement{msg: msg, outcome: accept})
+		src.settleLater(settlement{msg: msg, outcome: accept})
 	}
 }
 
-func (l *link) settleLater(s settlement) {
+func (src *source) settleLater(s settlement) {
 	select {
-	case l.settle <- s:
-	case <-l.conn.Done(): // the broker redelivers what was not settled
-		l.g.unsettled.Add(1)
+	case src.settle <- s:
+	case <-src.l.conn.Done(): // the broker redelivers what was not settled
+		src.l.g.unsettled.Add(1)
 	}
 }
 
-// settler sends dispositions in the order the sink settles messages.
-func (l *link) settler() {
-	g := l.g
+// settler sends the source's dispositions in the order the sink settles
+// its messages.
+func (src *source) settler() {
+	l, g := src.l, src.l.g
 	// Not the link's context: a disposition for a stored message is worth
 	// sending while the connection lives, even when the link is shutting
 	// down. One deadline serves a burst of dispositions (a commit settles
@@ -411,12 +430,12 @@ func (l *link) settler() {
 	for {
 		var s settlement
 		select {
-		case s = <-l.settle:
+		case s = <-src.settle:
 		default:
 			cancel()
 			sctx = nil
 			select {
-			case s = <-l.settle:
+			case s = <-src.settle:
 			case <-l.conn.Done():
 				return
 			}
@@ -429,15 +448,15 @@ func (l *link) settler() {
 		var err error
 		switch s.outcome {
 		case accept:
-			if err = l.telemetry.AcceptMessage(sctx, s.msg); err == nil {
+			if err = src.recv.AcceptMessage(sctx, s.msg); err == nil {
 				g.accepted.Add(1)
 			}
 		case release:
-			if err = l.telemetry.ReleaseMessage(sctx, s.msg); err == nil {
+			if err = src.recv.ReleaseMessage(sctx, s.msg); err == nil {
 				g.released.Add(1)
 			}
 		case reject:
-			err = l.telemetry.RejectMessage(sctx, s.msg, s.err)
+			err = src.recv.RejectMessage(sctx, s.msg, s.err)
 		}
 		if err != nil {
 			g.unsettled.Add(1)

@@ -23,12 +23,22 @@ import (
 // waits for them to finish.
 func fleet(t *testing.T, b *testBroker, vhost string, keys map[string]string, names []string) ([]*sim.AMQPDevice, func()) {
 	t.Helper()
-	link := sim.DefaultAMQPLink()
-	link.URL, link.VHost, link.Batch = b.DeviceURL(), vhost, 10
+	return fleetWith(t, b, vhost, keys, names, nil)
+}
+
+// fleetWith is fleet with edit, when not nil, changing the link of the
+// i-th device.
+func fleetWith(t *testing.T, b *testBroker, vhost string, keys map[string]string, names []string, edit func(i int, l *sim.AMQPLink)) ([]*sim.AMQPDevice, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	devs := make([]*sim.AMQPDevice, len(names))
 	for i, n := range names {
+		link := sim.DefaultAMQPLink()
+		link.URL, link.VHost, link.Batch = b.DeviceURL(), vhost, 10
+		if edit != nil {
+			edit(i, &link)
+		}
 		devs[i] = sim.NewAMQPDevice(sim.DeviceConfig{Name: n, Key: keys[n], Interval: 2 * time.Millisecond, DayLength: time.Minute, Seed: uint64(i)}, link)
 		wg.Go(func() {
 			if err := devs[i].Run(ctx); err != nil {
@@ -130,6 +140,46 @@ func TestTelemetryAndCommandsThroughBroker(t *testing.T) {
 		t.Fatalf("gateway accepted %d messages, devices had %d accepted", s.Accepted, totalMessages(devs))
 	}
 	t.Logf("%d messages, %v readings stored; gateway %+v", totalMessages(devs), v.storedReadings(t), s)
+}
+
+// TestSeveralSources: a vigil that serves a shard of the fleet spread over
+// several queues receives from each, stores every reading once, and
+// settles every message on the receiver it came from.
+func TestSeveralSources(t *testing.T) {
+	b := needBroker(t)
+	names := []string{"shard-dev-1", "shard-dev-2", "shard-dev-3", "shard-dev-4"}
+	vhost, keys := b.Provision(t, names...)
+	queues := []string{"/amq/queue/shard.0", "/amq/queue/shard.1"}
+	v := startVigil(t, b, vhost, names, func(c *Config) { c.Sources = queues })
+	devs, stop := fleetWith(t, b, vhost, keys, names, func(i int, l *sim.AMQPLink) { l.Telemetry = queues[i%len(queues)] })
+	waitFor(t, 20*time.Second, "every device to have 10 messages accepted", func() bool {
+		for _, d := range devs {
+			if d.Stats().Messages < 10 {
+				return false
+			}
+		}
+		return true
+	})
+	// A malformed message on the second queue is rejected there, and its
+	// dead letter names the queue it came from.
+	bad := amqp.NewMessage([]byte(`{"temperature": "hot"}`))
+	bad.Properties = &amqp.MessageProperties{MessageID: "bad-1", UserID: []byte(names[1])}
+	sendTo(t, b, vhost, names[1], keys[names[1]], queues[1], bad)
+	stop()
+	assertStoredExactly(t, v, devs)
+	waitFor(t, 10*time.Second, "the malformed message to be rejected", func() bool { return v.gw.Stats().Invalid == 1 })
+	if s := v.gw.Stats(); s.Accepted != totalMessages(devs) || s.Released != 0 || s.Unsettled != 0 {
+		t.Fatalf("gateway stats %+v: want the %d messages the devices sent accepted", s, totalMessages(devs))
+	}
+	var source string
+	if err := v.store.DB().QueryRow(`SELECT source FROM dead_letters WHERE device = ?`, names[1]).Scan(&source); err != nil || source != queues[1] {
+		t.Fatalf("dead letter's source: %q, %v; want %q", source, err, queues[1])
+	}
+	for _, q := range queues {
+		if n := queueDepth(t, b, vhost, strings.TrimPrefix(q, "/amq/queue/")); n != 0 {
+			t.Errorf("queue %s still holds %d messages", q, n)
+		}
+	}
 }
 
 func TestSendWhileDisconnectedIsOffline(t *testing.T) {

@@ -242,7 +242,7 @@ func BenchmarkAMQPConsume(b *testing.B) {
 			b.Fatal(err)
 		}
 		cfg := DefaultConfig()
-		cfg.URL, cfg.VHost, cfg.Source = br.URL, vhost, "/amq/queue/"+queues[vigilRun]
+		cfg.URL, cfg.VHost, cfg.Sources = br.URL, vhost, []string{"/amq/queue/" + queues[vigilRun]}
 		g := New(cfg, storeRegistry{s}, bt, make(ackChan, 1), testLogger())
 		b.StartTimer()
 

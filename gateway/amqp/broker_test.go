@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,6 +148,12 @@ func (v *vigil) storedReadings(tb testing.TB) map[string]int64 {
 // waits for the broker to accept it.
 func sendAs(tb testing.TB, b *testBroker, vhost, user, key string, msg *amqp.Message) {
 	tb.Helper()
+	sendTo(tb, b, vhost, user, key, DefaultSource, msg)
+}
+
+// sendTo is sendAs to the address addr.
+func sendTo(tb testing.TB, b *testBroker, vhost, user, key, addr string, msg *amqp.Message) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	u, _ := url.Parse(b.DeviceURL())
@@ -159,7 +167,7 @@ func sendAs(tb testing.TB, b *testBroker, vhost, user, key string, msg *amqp.Mes
 	if err != nil {
 		tb.Fatal(err)
 	}
-	snd, err := sess.NewSender(ctx, DefaultSource, nil)
+	snd, err := sess.NewSender(ctx, addr, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -186,4 +194,22 @@ func adminSession(ctx context.Context, tb testing.TB, b *testBroker, vhost strin
 		tb.Fatal(err)
 	}
 	return sess
+}
+
+// queueDepth returns how many messages the broker holds in queue (ready
+// and delivered but not settled).
+func queueDepth(tb testing.TB, b *testBroker, vhost, queue string) int {
+	tb.Helper()
+	out := b.Run(tb, "ctl", "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages")
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == queue {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				tb.Fatalf("list_queues: %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	tb.Fatalf("list_queues has no queue %q:\n%s", queue, out)
+	return 0
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // MinCredit is the smallest link credit Validate allows: RabbitMQ 3.10
@@ -25,19 +27,23 @@ type Config struct {
 	VHost string
 	// TLS configures amqps:// connections; nil uses Go's defaults.
 	TLS *tls.Config
-	// Source is the address telemetry is received from. /amq/queue/NAME
-	// and /queue/NAME queues are declared (durable) when missing.
-	Source string
+	// Sources are the addresses telemetry is received from, a receiver
+	// each, all on the one connection: usually one queue, or the queues of
+	// the shard of the fleet this vigil serves when a broker spreads
+	// devices over several (a consistent-hash exchange, a partitioned
+	// hub). /amq/queue/NAME and /queue/NAME queues are declared (durable)
+	// when missing.
+	Sources []string
 	// CommandAddress is where a command to a device is sent; "{id}" is
 	// replaced by the device id. /exchange/X/KEY is sent as one link to
 	// /exchange/X with the routing key KEY in the subject.
 	CommandAddress string
 	// Feedback is the address devices' command acknowledgements are
-	// received from; declared like Source.
+	// received from; declared like Sources.
 	Feedback string
-	// Credit is the link credit of both receivers: how many messages may be
-	// delivered and not yet settled. It bounds the telemetry in flight
-	// between the broker and a commit. At least MinCredit. The default,
+	// Credit is the link credit of every receiver: how many messages may be
+	// delivered on it and not yet settled. It bounds the telemetry in flight
+	// between the broker and a commit, per source. At least MinCredit. The default,
 	// 10,000, is well above it: with 2,000, a consumer that settles in
 	// batches (vigil settles a whole commit at once) was seen to stall for
 	// good on RabbitMQ 3.10 — a bare go-amqp consumer too — and larger
@@ -52,7 +58,7 @@ type Config struct {
 	// TrustProperty; a message from anyone else that names a device other
 	// than its own user-id is rejected and counted (Stats.RefusedClaim), so
 	// devices and field gateways can share a source. When empty, anyone who
-	// may send to Source can claim any device through the property: leave
+	// may send to a source can claim any device through the property: leave
 	// it empty only where the broker lets nothing but trusted field
 	// gateways write there, or does not check user-ids (Service Bus,
 	// Event Hubs).
@@ -81,7 +87,7 @@ const (
 // broker on localhost.
 func DefaultConfig() Config {
 	return Config{
-		URL: "amqp://127.0.0.1:5672", Source: DefaultSource, CommandAddress: DefaultCommandAddress,
+		URL: "amqp://127.0.0.1:5672", Sources: []string{DefaultSource}, CommandAddress: DefaultCommandAddress,
 		Feedback: DefaultFeedback, Credit: 10000, Workers: 2, MaxBody: 1 << 20, DialTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
 	}
 }
@@ -98,13 +104,27 @@ func (c Config) Validate() error {
 	if u.Host == "" {
 		return fmt.Errorf("amqp: broker url %s: no host", u.Redacted())
 	}
-	for _, a := range []struct{ name, addr string }{{"source", c.Source}, {"feedback", c.Feedback}, {"command address", c.CommandAddress}} {
-		if !strings.HasPrefix(a.addr, "/") {
-			return fmt.Errorf("amqp: %s %q: want an address such as /amq/queue/NAME", a.name, a.addr)
+	if len(c.Sources) == 0 {
+		return errors.New("amqp: no telemetry source: name at least one address, such as " + DefaultSource)
+	}
+	addrs := []struct{ name, addr string }{{"feedback", c.Feedback}, {"command address", c.CommandAddress}}
+	for _, s := range c.Sources {
+		addrs = append(addrs, struct{ name, addr string }{"source", s})
+	}
+	for _, a := range addrs {
+		// Not only /...: Service Bus and Event Hubs name entities by
+		// their path (QUEUE, HUB/ConsumerGroups/$Default/Partitions/0).
+		if a.addr == "" || strings.ContainsFunc(a.addr, unicode.IsSpace) {
+			return fmt.Errorf("amqp: %s %q: want an address such as /amq/queue/NAME (RabbitMQ) or an entity path (Service Bus, Event Hubs)", a.name, a.addr)
 		}
 	}
-	if c.Source == c.Feedback {
-		return fmt.Errorf("amqp: source and feedback are both %q: telemetry and acknowledgements need their own queues", c.Source)
+	for i, s := range c.Sources {
+		if s == c.Feedback {
+			return fmt.Errorf("amqp: source and feedback are both %q: telemetry and acknowledgements need their own queues", s)
+		}
+		if slices.Contains(c.Sources[:i], s) {
+			return fmt.Errorf("amqp: source %q is named twice: give each telemetry address once", s)
+		}
 	}
 	if !strings.Contains(c.CommandAddress, "{id}") {
 		return fmt.Errorf("amqp: command address %q has no {id}: every device needs its own address", c.CommandAddress)

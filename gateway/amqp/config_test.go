@@ -13,6 +13,12 @@ func TestValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
+	// Service Bus and Event Hubs name entities by path, with no leading /.
+	azure := DefaultConfig()
+	azure.Sources, azure.Feedback = []string{"fleet/ConsumerGroups/$Default/Partitions/0", "fleet/ConsumerGroups/$Default/Partitions/1"}, "acks"
+	if err := azure.Validate(); err != nil {
+		t.Fatalf("entity paths: %v", err)
+	}
 	tests := []struct {
 		name string
 		edit func(*Config)
@@ -21,8 +27,11 @@ func TestValidate(t *testing.T) {
 		{"http url", func(c *Config) { c.URL = "http://broker:5672" }, "scheme"},
 		{"no host", func(c *Config) { c.URL = "amqp://" }, "no host"},
 		{"password not in error", func(c *Config) { c.URL = "mqtt://vigil:s3cret@broker" }, "vigil:xxxxx@broker"},
-		{"relative source", func(c *Config) { c.Source = "vigil.telemetry" }, "source"},
-		{"same queue twice", func(c *Config) { c.Feedback = c.Source }, "own queues"},
+		{"empty source", func(c *Config) { c.Sources = []string{DefaultSource, ""} }, "source"},
+		{"source with a space", func(c *Config) { c.Sources = []string{"/amq/queue/vigil telemetry"} }, "source"},
+		{"no source", func(c *Config) { c.Sources = nil }, "no telemetry source"},
+		{"same queue twice", func(c *Config) { c.Sources = []string{"/amq/queue/shard.0", c.Feedback} }, "own queues"},
+		{"one source twice", func(c *Config) { c.Sources = []string{"/amq/queue/shard.0", "/amq/queue/shard.0"} }, "named twice"},
 		{"command address without id", func(c *Config) { c.CommandAddress = "/exchange/amq.topic/commands" }, "{id}"},
 		{"credit that stalls", func(c *Config) { c.Credit = 100 }, "at least 2000"},
 		{"no workers", func(c *Config) { c.Workers = 0 }, "workers"},

@@ -4,8 +4,10 @@
 //
 // The Gateway holds one connection to the broker and, on it:
 //
-//   - a receiver on the telemetry source (default /amq/queue/vigil.telemetry).
-//     A message is handed to the Sink unsettled and settled only when the
+//   - a receiver on each telemetry source (default one,
+//     /amq/queue/vigil.telemetry; several for a shard of a fleet the broker
+//     spreads over queues or partitions), each with its own credit and
+//     settler. A message is handed to the Sink unsettled and settled only when the
 //     sink settles it: accepted once its batch is committed, rejected with
 //     the reason once it is committed as a dead letter (its body is not
 //     telemetry), released when the commit failed so the broker delivers

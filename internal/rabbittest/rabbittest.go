@@ -76,13 +76,15 @@ func find(tb testing.TB) *Broker {
 	return b
 }
 
-// Run runs the .ci/rabbitmq script with args (start, stop, ctl ...).
-func (b *Broker) Run(tb testing.TB, args ...string) {
+// Run runs the .ci/rabbitmq script with args (start, stop, ctl ...) and
+// returns what it printed.
+func (b *Broker) Run(tb testing.TB, args ...string) string {
 	tb.Helper()
 	out, err := exec.Command(b.Ctl, args...).CombinedOutput()
 	if err != nil {
 		tb.Fatalf("%s %s: %v\n%s", b.Ctl, strings.Join(args, " "), err, out)
 	}
+	return string(out)
 }
 
 // RandomHex returns n random bytes in hex.
