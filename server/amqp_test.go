@@ -11,7 +11,7 @@ import (
 )
 
 // TestLoopThroughBroker runs the whole loop through a real RabbitMQ:
-// simulated AMQP devices → broker → vigil → store; the faulty device's
+// simulated AMQP devices → broker (two telemetry queues) → vigil → store; the faulty device's
 // anomaly → command → broker → device → acknowledgement → lifecycle
 // acknowledged → recovery verified.
 func TestLoopThroughBroker(t *testing.T) {
@@ -25,7 +25,10 @@ func TestLoopThroughBroker(t *testing.T) {
 
 	cfg := testConfig(t)
 	ac := amqp.DefaultConfig()
-	ac.URL, ac.VHost = b.URL, vhost
+	// The fleet spread over two queues by device, as a broker that shards
+	// it routes it: this vigil serves both.
+	shards := []string{"/amq/queue/telemetry.0", "/amq/queue/telemetry.1"}
+	ac.URL, ac.VHost, ac.Sources = b.URL, vhost, shards
 	cfg.AMQP = &ac
 	srv, err := Start(ctx, cfg, quietLog())
 	if err != nil {
@@ -40,7 +43,7 @@ func TestLoopThroughBroker(t *testing.T) {
 	waitFor(t, "the broker link", 30*time.Second, func() any { return srv.Status() }, func() bool { return srv.Status().AMQP.Connected })
 
 	link := sim.DefaultAMQPLink()
-	link.URL, link.VHost, link.Batch = b.DeviceURL(), vhost, 5
+	link.URL, link.VHost, link.Batch, link.SpreadTelemetry = b.DeviceURL(), vhost, 5, shards
 	fleet, err := sim.NewAMQPFleet(fc, link, func(name string) string { return keys[name] })
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,6 +24,11 @@ type AMQPLink struct {
 	// Telemetry is the address telemetry is sent to; vigil's gateway
 	// declares it.
 	Telemetry string
+	// SpreadTelemetry, when not empty, spreads a fleet's devices over these
+	// addresses instead of Telemetry, the i-th device sending to the
+	// (i mod n)-th, as a broker that shards a fleet by device routes it.
+	// Only NewAMQPFleet reads it.
+	SpreadTelemetry []string
 	// Commands is the address a device receives its commands from; "{id}"
 	// is replaced by the device id. The default, a receiver on amq.topic
 	// with the device's routing key, needs no provisioning; RabbitMQ 3.10
@@ -53,7 +59,7 @@ func (l AMQPLink) Validate() error {
 		return fmt.Errorf("sim: amqp url: %w", err)
 	case u.Scheme != "amqp" && u.Scheme != "amqps":
 		return fmt.Errorf("sim: amqp url %s: scheme must be amqp or amqps", u.Redacted())
-	case l.Telemetry == "" || l.Feedback == "" || !strings.Contains(l.Commands, "{id}"):
+	case l.Telemetry == "" || l.Feedback == "" || !strings.Contains(l.Commands, "{id}") || slices.Contains(l.SpreadTelemetry, ""):
 		return errors.New("sim: amqp telemetry and feedback addresses must be set and the commands address must contain {id}")
 	case l.Batch < 1:
 		return errors.New("sim: amqp batch must be at least 1")
@@ -341,8 +347,12 @@ func NewAMQPFleet(cfg FleetConfig, link AMQPLink, key func(name string) string) 
 		return nil, err
 	}
 	out := &AMQPFleet{}
-	for _, d := range f.Devices {
-		out.Devices = append(out.Devices, NewAMQPDevice(d.cfg, link))
+	for i, d := range f.Devices {
+		dl := link
+		if n := len(link.SpreadTelemetry); n > 0 {
+			dl.Telemetry = link.SpreadTelemetry[i%n]
+		}
+		out.Devices = append(out.Devices, NewAMQPDevice(d.cfg, dl))
 	}
 	return out, nil
 }

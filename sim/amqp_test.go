@@ -16,6 +16,7 @@ func TestAMQPLinkValidate(t *testing.T) {
 		"commands no {id}": func(l *AMQPLink) { l.Commands = "/exchange/amq.topic/commands" },
 		"no telemetry":     func(l *AMQPLink) { l.Telemetry = "" },
 		"empty batch":      func(l *AMQPLink) { l.Batch = 0 },
+		"empty spread":     func(l *AMQPLink) { l.SpreadTelemetry = []string{"/amq/queue/t.0", ""} },
 	} {
 		l := DefaultAMQPLink()
 		edit(&l)
@@ -51,5 +52,22 @@ func TestAMQPDeviceUnreachableBroker(t *testing.T) {
 	defer cancel()
 	if err := d.Run(ctx); err == nil || !strings.Contains(err.Error(), "d1") {
 		t.Fatalf("Run = %v, want a connection error naming the device", err)
+	}
+}
+
+func TestAMQPFleetSpreadsTelemetry(t *testing.T) {
+	cfg := DefaultFleetConfig()
+	cfg.N = 5
+	link := DefaultAMQPLink()
+	link.SpreadTelemetry = []string{"/amq/queue/t.0", "/amq/queue/t.1"}
+	f, err := NewAMQPFleet(cfg, link, func(string) string { return "k" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/amq/queue/t.0", "/amq/queue/t.1", "/amq/queue/t.0", "/amq/queue/t.1", "/amq/queue/t.0"}
+	for i, d := range f.Devices {
+		if d.link.Telemetry != want[i] {
+			t.Errorf("device %d sends to %q, want %q", i, d.link.Telemetry, want[i])
+		}
 	}
 }

@@ -28,7 +28,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	amqpURL := fs.String("amqp", "", "run the devices as AMQP clients of this broker (amqp://HOST:PORT) instead of MQTT; each logs in as its device id with --key as password")
 	amqpVHost := fs.String("amqp-vhost", "", "the broker's virtual host")
 	httpDevices := fs.Bool("http", false, "run the devices as HTTP clients of vigil's device gateway at --server (post readings, poll commands) instead of MQTT")
-	amqpCommands := fs.String("amqp-commands", sim.DefaultAMQPLink().Commands, "address each device receives commands from; {id} is its id (/amq/queue/commands.{id} when serve sends to /queue/commands.{id})")
+	amqpCommands := fs.String("amqp-commands", link.Commands, "address each device receives commands from; {id} is its id (/amq/queue/commands.{id} when serve sends to /queue/commands.{id})")
+	amqpTelemetry := fs.String("amqp-telemetry", link.Telemetry, "address the devices send telemetry to; a comma-separated list spreads them over several (serve's --amqp-source)")
+	amqpFeedback := fs.String("amqp-feedback", link.Feedback, "address the devices send command acknowledgements to")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -74,7 +76,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fc.Addr = *url
 	}
 	if *amqpURL != "" {
-		link.URL, link.VHost, link.Commands = *amqpURL, *amqpVHost, *amqpCommands
+		link.URL, link.VHost, link.Commands, link.Feedback = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback
+		if t := commaList(*amqpTelemetry); len(t) > 1 {
+			link.SpreadTelemetry = t
+		} else {
+			link.Telemetry = *amqpTelemetry
+		}
 		// Registered with vigil so it accepts their telemetry; the broker
 		// authenticates them.
 		for _, d := range fleet.Devices {
