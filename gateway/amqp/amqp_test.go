@@ -176,7 +176,7 @@ func TestSeveralSources(t *testing.T) {
 		t.Fatalf("dead letter's source: %q, %v; want %q", source, err, queues[1])
 	}
 	for _, q := range queues {
-		if n := queueDepth(t, b, vhost, strings.TrimPrefix(q, "/amq/queue/")); n != 0 {
+		if n := b.QueueDepth(t, vhost, strings.TrimPrefix(q, "/amq/queue/")); n != 0 {
 			t.Errorf("queue %s still holds %d messages", q, n)
 		}
 	}

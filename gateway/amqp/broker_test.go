@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -194,22 +192,4 @@ func adminSession(ctx context.Context, tb testing.TB, b *testBroker, vhost strin
 		tb.Fatal(err)
 	}
 	return sess
-}
-
-// queueDepth returns how many messages the broker holds in queue (ready
-// and delivered but not settled).
-func queueDepth(tb testing.TB, b *testBroker, vhost, queue string) int {
-	tb.Helper()
-	out := b.Run(tb, "ctl", "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages")
-	for line := range strings.Lines(out) {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == queue {
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				tb.Fatalf("list_queues: %q: %v", line, err)
-			}
-			return n
-		}
-	}
-	tb.Fatalf("list_queues has no queue %q:\n%s", queue, out)
-	return 0
 }

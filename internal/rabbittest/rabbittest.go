@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,6 +86,24 @@ func (b *Broker) Run(tb testing.TB, args ...string) string {
 		tb.Fatalf("%s %s: %v\n%s", b.Ctl, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// QueueDepth returns how many messages the broker holds in queue on vhost
+// (ready, and delivered but not settled).
+func (b *Broker) QueueDepth(tb testing.TB, vhost, queue string) int {
+	tb.Helper()
+	out := b.Run(tb, "ctl", "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages")
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == queue {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				tb.Fatalf("list_queues: %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	tb.Fatalf("list_queues has no queue %q:\n%s", queue, out)
+	return 0
 }
 
 // RandomHex returns n random bytes in hex.
