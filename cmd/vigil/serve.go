@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -48,6 +49,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
 	amqpGateways := fs.String("amqp-trusted-gateways", "", "comma-separated user-ids of the field gateways that may name a device in --amqp-trust-property; "+
 		"any other sender may name only itself (default: anyone who can send to the source)")
+	amqpCA := fs.String("amqp-ca", "", "amqps://: trust the broker's certificate when one of the PEM CA certificates in this file signs it (default: the system's roots)")
+	amqpCert := fs.String("amqp-cert", "", "amqps://: present this PEM client certificate (chain) to a broker that asks for one; reread when it changes")
+	amqpKey := fs.String("amqp-key", "", "the PEM private key of --amqp-cert")
 	amqpMaxBody := fs.Int("amqp-max-body", amqpDef.MaxBody, "largest telemetry body taken from the broker, in bytes; a larger one is rejected")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -69,11 +73,19 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		cfg.MQTT.TLS, cfg.HTTPTLS = certs.config(), certs.config()
 	}
+	if (*amqpCA != "" || *amqpCert != "" || *amqpKey != "") && !strings.HasPrefix(*amqpURL, "amqps://") {
+		return errors.New("--amqp-ca, --amqp-cert and --amqp-key are for a broker reached over TLS: give --amqp amqps://USER:PASS@HOST:PORT")
+	}
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback, *amqpTrust
 		ac.Sources, ac.TrustedGateways = commaList(*amqpSource), commaList(*amqpGateways)
 		ac.MaxBody = *amqpMaxBody
+		tc, err := brokerTLS(*amqpCA, *amqpCert, *amqpKey)
+		if err != nil {
+			return err
+		}
+		ac.TLS = tc
 		cfg.AMQP = &ac
 	}
 	log := newLogger(stderr, *logLevel)

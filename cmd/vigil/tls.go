@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -75,4 +76,43 @@ func (c *certFiles) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 // these files.
 func (c *certFiles) config() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: c.getCertificate}
+}
+
+// getClientCertificate is a tls.Config.GetClientCertificate that presents
+// the files' certificate, renewed ones included.
+func (c *certFiles) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return c.getCertificate(nil)
+}
+
+// brokerTLS returns the TLS configuration of the amqps:// link: the broker's
+// certificate verified against the PEM certificates in caFile (the system's
+// roots when empty), and the client certificate of certFile and keyFile
+// presented when the broker asks for one. It returns nil when all three are
+// empty: Go's defaults.
+func brokerTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--amqp-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--amqp-ca %s: no PEM certificate in it (want the CA certificates that sign the broker's, PEM encoded)", caFile)
+		}
+	}
+	if certFile != "" || keyFile != "" {
+		if certFile == "" || keyFile == "" {
+			return nil, errors.New("--amqp-cert and --amqp-key go together: give vigil's PEM client certificate (chain) and its private key")
+		}
+		certs, err := loadCertFiles(certFile, keyFile, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		cfg.GetClientCertificate = certs.getClientCertificate
+	}
+	return cfg, nil
 }

@@ -3,14 +3,11 @@ package amqp
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,41 +123,6 @@ func TestCoalescerReportsWriteErrors(t *testing.T) {
 	}
 }
 
-// tlsProxy terminates TLS on a local port and forwards the plain stream to
-// target; it counts the connections whose handshake succeeded.
-func tlsProxy(t *testing.T, cfg *tls.Config, target string) (addr string, handshakes *atomic.Int64) {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	handshakes = new(atomic.Int64)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				handshakes.Add(1)
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { io.Copy(up, c); up.Close() }()
-				io.Copy(c, up)
-			}()
-		}
-	}()
-	return ln.Addr().String(), handshakes
-}
-
 // TestAMQPSLink: with an amqps:// URL vigil links to the broker over TLS
 // (here a TLS proxy in front of the test broker), verifying the broker's
 // certificate against Config.TLS, and telemetry flows through it.
@@ -173,7 +135,7 @@ func TestAMQPSLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, handshakes := tlsProxy(t, cert.ServerConfig(t), u.Host)
+	proxy, handshakes := tlstest.Proxy(t, cert.ServerConfig(t), u.Host)
 	u.Scheme, u.Host = "amqps", proxy
 
 	// A client that does not trust the certificate is refused.

@@ -141,7 +141,7 @@ func (b *Broker) Provision(tb testing.TB, devices ...string) (vhost string, keys
 		Users       []user              `json:"users"`
 		VHosts      []map[string]string `json:"vhosts"`
 		Permissions []perm              `json:"permissions"`
-	}{VHosts: []map[string]string{{"name": vhost}}}
+	}{Users: []user{}, VHosts: []map[string]string{{"name": vhost}}} // [] not null: the import refuses null
 	defs.Permissions = append(defs.Permissions, perm{u.User.Username(), vhost, ".*", ".*", ".*"})
 	for _, d := range devices {
 		keys[d] = RandomHex(12)

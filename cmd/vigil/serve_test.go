@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/internal/rabbittest"
+	"github.com/vigil-iot/vigil/internal/tlstest"
+)
+
+// lockedBuffer is a bytes.Buffer that a serving command writes its log to
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// serveInBackground runs `vigil serve` with args (and a data directory and
+// local ports of its own) until the test ends, and returns its API client
+// and its log.
+func serveInBackground(t *testing.T, args ...string) (*api.Client, *lockedBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve", "--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...), io.Discard, log)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited with %d:\n%s", code, log)
+		}
+	})
+	apiAddr := regexp.MustCompile(`api=(http://127\.0\.0\.1:\d+)`)
+	var m []string
+	waitUntil(t, 30*time.Second, "serve to listen", func() bool {
+		m = apiAddr.FindStringSubmatch(log.String())
+		return m != nil
+	}, log.String)
+	return &api.Client{BaseURL: m[1]}, log
+}
+
+// waitUntil polls cond until it holds, failing the test with what and
+// state() after limit.
+func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s:\n%s", limit, what, state())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServeLinksToBrokerOverTLS: `vigil serve --amqp amqps://...` reaches a
+// broker behind TLS that signs with a private CA and requires a client
+// certificate, given --amqp-ca and --amqp-cert/--amqp-key; without the CA
+// it keeps retrying and says why.
+func TestServeLinksToBrokerOverTLS(t *testing.T) {
+	b := rabbittest.Need(t)
+	vhost, _ := b.Provision(t)
+	brokerCert, clientCert := tlstest.SelfSigned(t, "broker"), tlstest.SelfSigned(t, "vigil")
+	proxyCfg := brokerCert.ServerConfig(t)
+	proxyCfg.ClientAuth, proxyCfg.ClientCAs = tls.RequireAndVerifyClientCert, clientCert.Pool
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, handshakes := tlstest.Proxy(t, proxyCfg, u.Host)
+	u.Scheme, u.Host = "amqps", proxy
+	dir := t.TempDir()
+	files := map[string][]byte{"ca.pem": brokerCert.CertPEM, "vigil.pem": clientCert.CertPEM, "vigil.key": clientCert.KeyPEM}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := []string{"--amqp", u.String(), "--amqp-vhost", vhost}
+	ctx := context.Background()
+	connected := func(c *api.Client) bool {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return false
+		}
+		a, _ := st["amqp"].(map[string]any)
+		return a["connected"] == true
+	}
+
+	t.Run("untrusted broker", func(t *testing.T) {
+		c, log := serveInBackground(t, append(link, "--amqp-cert", filepath.Join(dir, "vigil.pem"), "--amqp-key", filepath.Join(dir, "vigil.key"))...)
+		waitUntil(t, 30*time.Second, "a log line saying why the broker is unreachable", func() bool {
+			return strings.Contains(log.String(), "broker unreachable, retrying") && strings.Contains(log.String(), "certificate signed by unknown authority")
+		}, log.String)
+		if connected(c) {
+			t.Fatal("linked to a broker whose certificate it does not trust")
+		}
+	})
+
+	t.Run("private CA and client certificate", func(t *testing.T) {
+		before := handshakes.Load()
+		c, log := serveInBackground(t, append(link, "--amqp-ca", filepath.Join(dir, "ca.pem"),
+			"--amqp-cert", filepath.Join(dir, "vigil.pem"), "--amqp-key", filepath.Join(dir, "vigil.key"))...)
+		waitUntil(t, 30*time.Second, "the broker link over TLS", func() bool { return connected(c) }, log.String)
+		if handshakes.Load() == before {
+			t.Fatal("linked without a TLS handshake at the proxy")
+		}
+	})
+
+	t.Run("no client certificate", func(t *testing.T) {
+		before := handshakes.Load()
+		_, log := serveInBackground(t, append(link, "--amqp-ca", filepath.Join(dir, "ca.pem"))...)
+		waitUntil(t, 30*time.Second, "a failed connection attempt", func() bool {
+			return strings.Count(log.String(), "broker unreachable, retrying") >= 2
+		}, log.String)
+		if handshakes.Load() != before {
+			t.Fatal("the proxy completed a handshake without a client certificate")
+		}
+	})
+}
+
+// TestServeRefusesTLSFlagsWithoutTLS: the broker's TLS settings with a
+// plain amqp:// URL (or none) are refused, not ignored.
+func TestServeRefusesTLSFlagsWithoutTLS(t *testing.T) {
+	for _, args := range [][]string{
+		{"--amqp-ca", "ca.pem"},
+		{"--amqp", "amqp://vigil:secret@127.0.0.1:5672", "--amqp-ca", "ca.pem"},
+		{"--amqp", "amqp://vigil:secret@127.0.0.1:5672", "--amqp-cert", "c.pem", "--amqp-key", "c.key"},
+	} {
+		var stderr bytes.Buffer
+		code := run(context.Background(), append([]string{"serve", "--data", t.TempDir()}, args...), io.Discard, &stderr)
+		if code == 0 || !strings.Contains(stderr.String(), "amqps://") {
+			t.Errorf("serve %v: exit %d, %q; want a refusal naming amqps://", args, code, stderr.String())
+		}
+	}
+}
+
+// TestBrokerTLSFiles: what is wrong with the TLS files is said plainly.
+func TestBrokerTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.der")
+	if err := os.WriteFile(notPEM, []byte{0x30, 0x82, 0x01}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ ca, cert, key, want string }{
+		{notPEM, "", "", "no PEM certificate"},
+		{filepath.Join(dir, "missing.pem"), "", "", "missing.pem"},
+		{"", "c.pem", "", "--amqp-key"},
+		{"", "", "c.key", "--amqp-cert"},
+	} {
+		if _, err := brokerTLS(tc.ca, tc.cert, tc.key); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("brokerTLS(%q, %q, %q) = %v, want an error mentioning %q", tc.ca, tc.cert, tc.key, err, tc.want)
+		}
+	}
+	if cfg, err := brokerTLS("", "", ""); cfg != nil || err != nil {
+		t.Errorf("no files: %v, %v; want Go's defaults (nil)", cfg, err)
+	}
+}
