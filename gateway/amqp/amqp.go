@@ -148,7 +148,8 @@ func (g *Gateway) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			g.log.Warn("broker unreachable, retrying", "addr", g.redacted(), "vhost", g.cfg.VHost, "in", backoff, "err", err)
+			what, hint := diagnose(err, g.cfg)
+			g.log.Warn(what+", retrying", "addr", g.redacted(), "vhost", g.cfg.VHost, "in", backoff, "err", err, "hint", hint)
 		} else {
 			g.connects.Add(1)
 			g.log.Info("connected to broker", "addr", g.redacted(), "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", g.cfg.Feedback)
@@ -230,7 +231,7 @@ func (g *Gateway) connect(ctx context.Context) (*link, error) {
 	}
 	conn, err := dial(dctx, g.cfg.URL, g.cfg.TLS, opts)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, &stageError{stage: "dial", err: err}
 	}
 	l, err := g.attach(dctx, conn)
 	if err != nil {
@@ -243,7 +244,7 @@ func (g *Gateway) connect(ctx context.Context) (*link, error) {
 func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+		return nil, &stageError{stage: "session", err: err}
 	}
 	l := &link{
 		g: g, conn: conn, sess: sess, senders: map[string]*commandLink{},
@@ -254,14 +255,14 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 	for _, addr := range append(slices.Clone(g.cfg.Sources), g.cfg.Feedback) {
 		if q := queueToDeclare(addr); q != "" {
 			if _, err := sess.NewSender(ctx, q, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration}); err != nil {
-				return nil, fmt.Errorf("declare %s: %w", q, err)
+				return nil, &stageError{stage: "declare", addr: q, err: err}
 			}
 		}
 	}
 	for _, addr := range g.cfg.Sources {
 		recv, err := sess.NewReceiver(ctx, addr, g.receiverOptions(addr))
 		if err != nil {
-			return nil, fmt.Errorf("attach %s: %w", addr, err)
+			return nil, &stageError{stage: "attach", addr: addr, err: err}
 		}
 		l.sources = append(l.sources, &source{
 			l: l, addr: addr, recv: recv,
@@ -272,7 +273,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 		})
 	}
 	if l.feedback, err = sess.NewReceiver(ctx, g.cfg.Feedback, g.receiverOptions(g.cfg.Feedback)); err != nil {
-		return nil, fmt.Errorf("attach %s: %w", g.cfg.Feedback, err)
+		return nil, &stageError{stage: "attach", addr: g.cfg.Feedback, err: err}
 	}
 	return l, nil
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -555,5 +557,54 @@ func TestCommandLinksAreCapped(t *testing.T) {
 			}
 			rcv.AcceptMessage(ctx, m)
 		}
+	}
+}
+
+// TestConnectErrorsSayWhatToDo: when the broker cannot be linked to, the
+// gateway keeps retrying and its log says what is wrong and what to do,
+// for each step a connection can fail at.
+func TestConnectErrorsSayWhatToDo(t *testing.T) {
+	b := needBroker(t)
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := u.User.Username()
+	vhost, _ := b.Provision(t)
+	restricted, _ := b.Provision(t)
+	b.Run(t, "ctl", "set_permissions", "-p", restricted, user, "^$", "^$", "^$")
+	wrongPass := *u
+	wrongPass.User = url.UserPassword(user, "not-the-password")
+	tests := []struct {
+		name       string
+		url, vhost string
+		what, hint string
+	}{
+		{"wrong password", wrongPass.String(), vhost, "refused vigil's credentials", "rabbitmqctl authenticate_user " + user},
+		{"no such vhost", b.URL, "no-such-vhost", "refused " + user + " on virtual host no-such-vhost", "set_permissions -p no-such-vhost " + user},
+		{"address not permitted", b.URL, restricted, "refused address /queue/vigil.telemetry", "may configure, read and write it on " + restricted},
+		{"nothing listening", "amqp://127.0.0.1:1", "", "the broker is unreachable", "listening on 127.0.0.1:1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.URL, cfg.VHost = tc.url, tc.vhost
+			log := &logBuffer{}
+			g := New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
+			if err := g.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			waitFor(t, 20*time.Second, "a warning saying "+tc.what, func() bool {
+				s := log.String()
+				return strings.Contains(s, tc.what+", retrying") && strings.Contains(s, tc.hint)
+			})
+			if g.Connected() {
+				t.Fatal("connected")
+			}
+			if strings.Contains(log.String(), "not-the-password") {
+				t.Fatal("the log shows the password")
+			}
+		})
 	}
 }

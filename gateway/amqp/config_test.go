@@ -1,6 +1,9 @@
 package amqp
 
 import (
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -141,6 +144,29 @@ func TestParseAck(t *testing.T) {
 	} {
 		if _, bad := parseAck(tc.msg, dev, 100); !strings.Contains(bad, tc.want) {
 			t.Errorf("%s: %q, want it to mention %s", tc.name, bad, tc.want)
+		}
+	}
+}
+
+// TestDiagnoseCertificates: the certificate problems a test broker does
+// not produce are told apart too.
+func TestDiagnoseCertificates(t *testing.T) {
+	cert := &x509.Certificate{DNSNames: []string{"broker.internal"}}
+	cfg := DefaultConfig()
+	tests := []struct {
+		err        error
+		what, hint string
+	}{
+		{x509.HostnameError{Certificate: cert, Host: "10.0.0.7"}, "not for 10.0.0.7", "the certificate lists"},
+		{x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired}, "not valid", "clock"},
+		{x509.UnknownAuthorityError{Cert: cert}, "not trusted", "--amqp-ca"},
+		{errors.New("remote error: tls: bad certificate"), "client certificate", "--amqp-cert"},
+		{errors.New("something else"), "could not link", "retried"},
+	}
+	for _, tc := range tests {
+		what, hint := diagnose(&stageError{stage: "dial", err: fmt.Errorf("tls: %w", tc.err)}, cfg)
+		if !strings.Contains(what, tc.what) || !strings.Contains(hint, tc.hint) {
+			t.Errorf("%v: %q / %q; want %q / %q", tc.err, what, hint, tc.what, tc.hint)
 		}
 	}
 }
