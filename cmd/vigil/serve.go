@@ -52,6 +52,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpCA := fs.String("amqp-ca", "", "amqps://: trust the broker's certificate when one of the PEM CA certificates in this file signs it (default: the system's roots)")
 	amqpCert := fs.String("amqp-cert", "", "amqps://: present this PEM client certificate (chain) to a broker that asks for one; reread when it changes")
 	amqpKey := fs.String("amqp-key", "", "the PEM private key of --amqp-cert")
+	amqpCredit := fs.Int("amqp-credit", amqpDef.Credit, fmt.Sprintf("messages the broker may deliver on each source before vigil settles them (at least %d); bounds the memory in flight: credit × message size × sources", amqp.MinCredit))
 	amqpMaxBody := fs.Int("amqp-max-body", amqpDef.MaxBody, "largest telemetry body taken from the broker, in bytes; a larger one is rejected")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -80,7 +81,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback, *amqpTrust
 		ac.Sources, ac.TrustedGateways = commaList(*amqpSource), commaList(*amqpGateways)
-		ac.MaxBody = *amqpMaxBody
+		ac.MaxBody, ac.Credit = *amqpMaxBody, *amqpCredit
 		tc, err := brokerTLS(*amqpCA, *amqpCert, *amqpKey)
 		if err != nil {
 			return err

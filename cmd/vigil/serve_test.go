@@ -143,18 +143,27 @@ func TestServeLinksToBrokerOverTLS(t *testing.T) {
 	})
 }
 
-// TestServeRefusesTLSFlagsWithoutTLS: the broker's TLS settings with a
-// plain amqp:// URL (or none) are refused, not ignored.
-func TestServeRefusesTLSFlagsWithoutTLS(t *testing.T) {
-	for _, args := range [][]string{
-		{"--amqp-ca", "ca.pem"},
-		{"--amqp", "amqp://vigil:secret@127.0.0.1:5672", "--amqp-ca", "ca.pem"},
-		{"--amqp", "amqp://vigil:secret@127.0.0.1:5672", "--amqp-cert", "c.pem", "--amqp-key", "c.key"},
+// TestServeRefusesBadBrokerFlags: broker settings that cannot work are
+// refused at start, not ignored: TLS settings with a plain amqp:// URL (or
+// none), and a credit RabbitMQ can stall with.
+func TestServeRefusesBadBrokerFlags(t *testing.T) {
+	const plain = "amqp://vigil:secret@127.0.0.1:5672"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--amqp-ca", "ca.pem"}, "amqps://"},
+		{[]string{"--amqp", plain, "--amqp-ca", "ca.pem"}, "amqps://"},
+		{[]string{"--amqp", plain, "--amqp-cert", "c.pem", "--amqp-key", "c.key"}, "amqps://"},
+		{[]string{"--amqp", plain, "--amqp-credit", "100"}, "at least 2000"},
 	} {
 		var stderr bytes.Buffer
-		code := run(context.Background(), append([]string{"serve", "--data", t.TempDir()}, args...), io.Discard, &stderr)
-		if code == 0 || !strings.Contains(stderr.String(), "amqps://") {
-			t.Errorf("serve %v: exit %d, %q; want a refusal naming amqps://", args, code, stderr.String())
+		// Were the flag ignored, serve would run: stop it, and fail.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		code := run(ctx, append([]string{"serve", "--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, tc.args...), io.Discard, &stderr)
+		cancel()
+		if code == 0 || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "secret") {
+			t.Errorf("serve %v: exit %d, %q; want a refusal mentioning %q (and no password)", tc.args, code, stderr.String(), tc.want)
 		}
 	}
 }
