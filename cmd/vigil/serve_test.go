@@ -189,3 +189,13 @@ func TestBrokerTLSFiles(t *testing.T) {
 		t.Errorf("no files: %v, %v; want Go's defaults (nil)", cfg, err)
 	}
 }
+
+// TestSimRefusesEmptyTelemetryAddress: an --amqp-telemetry list with no
+// address is refused before any device is registered.
+func TestSimRefusesEmptyTelemetryAddress(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"sim", "--amqp", "amqp://127.0.0.1:1", "--key", "k", "--server", "http://127.0.0.1:1", "--amqp-telemetry", " , "}, io.Discard, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "--amqp-telemetry is empty") {
+		t.Fatalf("exit %d, %q; want the empty list refused", code, stderr.String())
+	}
+}

@@ -40,6 +40,14 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *amqpURL != "" && *key == "" {
 		return errors.New("--amqp needs --key: the devices' broker password (create the broker users first)")
 	}
+	switch t := commaList(*amqpTelemetry); len(t) {
+	case 0:
+		return errors.New("--amqp-telemetry is empty: give the address the devices send telemetry to")
+	case 1:
+		link.Telemetry = t[0]
+	default:
+		link.SpreadTelemetry = t
+	}
 	fc := def
 	fc.Addr, fc.N, fc.Faulty, fc.Prefix, fc.Interval, fc.FaultAfter = *addr, *n, *faulty, *prefix, *interval, *faultAfter
 	c := &api.Client{BaseURL: *url, Token: *token}
@@ -77,11 +85,6 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *amqpURL != "" {
 		link.URL, link.VHost, link.Commands, link.Feedback = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback
-		if t := commaList(*amqpTelemetry); len(t) > 1 {
-			link.SpreadTelemetry = t
-		} else {
-			link.Telemetry = *amqpTelemetry
-		}
 		// Registered with vigil so it accepts their telemetry; the broker
 		// authenticates them.
 		for _, d := range fleet.Devices {

@@ -107,18 +107,21 @@ func (c Config) Validate() error {
 	if len(c.Sources) == 0 {
 		return errors.New("amqp: no telemetry source: name at least one address, such as " + DefaultSource)
 	}
-	addrs := []struct{ name, addr string }{{"feedback", c.Feedback}, {"command address", c.CommandAddress}}
-	for _, s := range c.Sources {
-		addrs = append(addrs, struct{ name, addr string }{"source", s})
-	}
-	for _, a := range addrs {
-		// Not only /...: Service Bus and Event Hubs name entities by
-		// their path (QUEUE, HUB/ConsumerGroups/$Default/Partitions/0).
-		if a.addr == "" || strings.ContainsFunc(a.addr, unicode.IsSpace) {
-			return fmt.Errorf("amqp: %s %q: want an address such as /amq/queue/NAME (RabbitMQ) or an entity path (Service Bus, Event Hubs)", a.name, a.addr)
+	// Not only /...: Service Bus and Event Hubs name entities by their
+	// path (QUEUE, HUB/ConsumerGroups/$Default/Partitions/0).
+	checkAddr := func(name, addr string) error {
+		if addr == "" || strings.ContainsFunc(addr, unicode.IsSpace) {
+			return fmt.Errorf("amqp: %s %q: want an address such as /amq/queue/NAME (RabbitMQ) or an entity path (Service Bus, Event Hubs)", name, addr)
 		}
+		return nil
+	}
+	if err := errors.Join(checkAddr("feedback", c.Feedback), checkAddr("command address", c.CommandAddress)); err != nil {
+		return err
 	}
 	for i, s := range c.Sources {
+		if err := checkAddr("source", s); err != nil {
+			return err
+		}
 		if s == c.Feedback {
 			return fmt.Errorf("amqp: source and feedback are both %q: telemetry and acknowledgements need their own queues", s)
 		}
