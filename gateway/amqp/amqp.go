@@ -88,6 +88,12 @@ func (g *Gateway) Start() error {
 	if g.done != nil {
 		return errors.New("amqp gateway: already started")
 	}
+	for _, src := range g.cfg.Sources {
+		if transientSource(src) {
+			g.log.Warn("telemetry source is not a queue: RabbitMQ gives the link a queue of its own, deleted when vigil disconnects, so what devices send meanwhile is lost",
+				"source", src, "hint", "bind a durable queue to the exchange and pass --amqp-source /amq/queue/NAME")
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel, g.done = cancel, make(chan struct{})
 	go g.run(ctx)

@@ -608,3 +608,22 @@ func TestConnectErrorsSayWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+// TestExchangeSourceIsWarnedAbout: a telemetry source that is an exchange
+// or a topic, where RabbitMQ drops what arrives while vigil is away, is
+// warned about at start; a queue is not.
+func TestExchangeSourceIsWarnedAbout(t *testing.T) {
+	for src, warned := range map[string]bool{"/exchange/amq.topic/telemetry.#": true, "/topic/telemetry.#": true, DefaultSource: false, "/queue/t": false} {
+		cfg := DefaultConfig()
+		cfg.URL, cfg.Sources = "amqp://127.0.0.1:1", []string{src}
+		log := &logBuffer{}
+		g := New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
+		if err := g.Start(); err != nil {
+			t.Fatal(err)
+		}
+		g.Close()
+		if got := strings.Contains(log.String(), "telemetry source is not a queue"); got != warned {
+			t.Errorf("%s: warned %v, want %v:\n%s", src, got, warned, log)
+		}
+	}
+}

@@ -161,6 +161,13 @@ func queueToDeclare(addr string) string {
 	return ""
 }
 
+// transientSource reports whether receiving from addr makes RabbitMQ 3.x
+// create a queue for the link alone (auto-deleted with it): an exchange or
+// topic address rather than a queue.
+func transientSource(addr string) bool {
+	return strings.HasPrefix(addr, "/exchange/") || strings.HasPrefix(addr, "/topic/")
+}
+
 // commandTarget returns the link address and the subject (routing key, ""
 // for none) of a command to device. /exchange/X/KEY becomes /exchange/X
 // with KEY as subject, so that one link serves every device.
