@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/gateway/amqp"
+	"github.com/vigil-iot/vigil/internal/proxytest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
 	"github.com/vigil-iot/vigil/sim"
 )
@@ -144,20 +146,40 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 // consumes telemetry from RabbitMQ with SIGKILL while devices stream, lets
 // the devices go on sending to the broker while it is down, and restarts
 // it on the same data: every reading whose message the broker accepted
-// from a device is then stored exactly once — those vigil had received but
-// not committed come back from the broker, and those it had committed but
-// not yet accepted are recognised by their message ids.
+// from a device is then stored exactly once. "received, not committed":
+// killed with messages received and not yet committed, which must come
+// back from the broker (accepting a message before its commit loses
+// them). "committed, not accepted": vigil's link goes through a proxy
+// that stops passing what vigil sends, so the batches vigil commits after
+// that are never accepted; the broker delivers them again after the
+// restart and vigil must recognise them by message id.
 func TestCrashThroughBrokerStoresEachReadingOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills server processes")
 	}
 	b := rabbittest.Need(t)
+	t.Run("received, not committed", func(t *testing.T) { crashThroughBroker(t, b, false) })
+	t.Run("committed, not accepted", func(t *testing.T) { crashThroughBroker(t, b, true) })
+}
+
+func crashThroughBroker(t *testing.T, b *rabbittest.Broker, holdAccepts bool) {
 	ctx := context.Background()
 	names := []string{"crash-001", "crash-002", "crash-003"}
 	vhost, keys := b.Provision(t, names...)
 	env := []string{childAMQPEnv + "=" + b.URL, childVHostEnv + "=" + vhost}
+	firstEnv := env
+	var proxy *proxytest.Proxy
+	if holdAccepts {
+		u, err := url.Parse(b.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy = proxytest.Start(t, proxytest.Listen(t), u.Host)
+		u.Host = proxy.Addr
+		firstEnv = []string{childAMQPEnv + "=" + u.String(), childVHostEnv + "=" + vhost}
+	}
 	dir := t.TempDir()
-	c := startChild(t, dir, env...)
+	c := startChild(t, dir, firstEnv...)
 	client := &api.Client{BaseURL: c.http}
 	for _, n := range names {
 		if _, err := client.AddDevice(ctx, n, keys[n]); err != nil {
@@ -178,12 +200,23 @@ func TestCrashThroughBrokerStoresEachReadingOnce(t *testing.T) {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- fleet.Run(runCtx) }()
-	// Kill it with messages committed and accepted, and others received
-	// but not yet committed.
-	waitFor(t, "messages stored and others in flight", 30*time.Second, func() any { st, _ := client.Status(ctx); return st }, func() bool {
+	status := func() any { st, _ := client.Status(ctx); return st }
+	// Messages committed and accepted, and others received but not yet
+	// committed.
+	waitFor(t, "messages stored and others in flight", 30*time.Second, status, func() bool {
 		stored, received := linkCounts(ctx, client)
 		return stored >= 20 && received-stored >= 20
 	})
+	var unaccepted int64
+	if holdAccepts {
+		proxy.Hold()
+		before, _ := linkCounts(ctx, client)
+		waitFor(t, "batches committed whose accepts the broker never gets", 30*time.Second, status, func() bool {
+			stored, _ := linkCounts(ctx, client)
+			unaccepted = stored - before
+			return unaccepted >= 20
+		})
+	}
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +254,17 @@ func TestCrashThroughBrokerStoresEachReadingOnce(t *testing.T) {
 	for _, d := range fleet.Devices {
 		if got, want := stored[d.Name()], d.Stats().Readings; got != want {
 			t.Errorf("%s: %d readings stored, the broker accepted %d", d.Name(), got, want)
+		}
+	}
+	if holdAccepts {
+		st, err := client.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dups int64
+		fmt.Sscan(fmt.Sprint(st["duplicates"]), &dups)
+		if dups < unaccepted {
+			t.Errorf("%d messages recognised as stored after the restart, want at least the %d committed but never accepted", dups, unaccepted)
 		}
 	}
 	c.cmd.Process.Signal(syscall.SIGTERM)

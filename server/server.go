@@ -329,6 +329,7 @@ type Status struct {
 	Readings       int64  `json:"readings_stored"`
 	Messages       int64  `json:"messages"`
 	DeadLetters    int64  `json:"dead_letters"`
+	Duplicates     int64  `json:"duplicates"` // messages stored already (a resend, a redelivery), recognised by device and message id
 	Batches        int64  `json:"batches"`
 	CommitErrors   int64  `json:"commit_errors"`
 	RefusedDevices int64  `json:"connections_refused"`
@@ -351,7 +352,7 @@ func (s *Server) Status() Status {
 	is, gs := s.batcher.Stats(), s.gw.Stats()
 	st := Status{
 		Uptime: time.Since(s.started).Round(time.Second).String(), Devices: len(s.store.Devices()),
-		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters,
+		Connected: s.gw.ConnectedDevices(), Readings: is.Readings, Messages: is.Messages, DeadLetters: is.DeadLetters, Duplicates: is.Duplicates,
 		Batches: is.Batches, CommitErrors: is.CommitErrors, RefusedDevices: gs.RefusedUnknown + gs.RefusedKey + gs.RefusedOff,
 		Denied: gs.Denied, Anomalies: s.anomalies.Load(), ModelsApplied: s.modelsOn.Load(), ModelsWaiting: s.modelsWait.Load(), Stats: s.ctrl.Stats(),
 		AMQP: s.amqpStatus(),

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/internal/proxytest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
 	"github.com/vigil-iot/vigil/internal/tlstest"
 )
@@ -91,8 +92,8 @@ func TestServeLinksToBrokerOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, handshakes := tlstest.Proxy(t, proxyCfg, u.Host)
-	u.Scheme, u.Host = "amqps", proxy
+	proxy := proxytest.Start(t, tls.NewListener(proxytest.Listen(t), proxyCfg), u.Host)
+	u.Scheme, u.Host = "amqps", proxy.Addr
 	dir := t.TempDir()
 	files := map[string][]byte{"ca.pem": brokerCert.CertPEM, "vigil.pem": clientCert.CertPEM, "vigil.key": clientCert.KeyPEM}
 	for name, data := range files {
@@ -122,22 +123,22 @@ func TestServeLinksToBrokerOverTLS(t *testing.T) {
 	})
 
 	t.Run("private CA and client certificate", func(t *testing.T) {
-		before := handshakes.Load()
+		before := proxy.Handshakes.Load()
 		c, log := serveInBackground(t, append(link, "--amqp-ca", filepath.Join(dir, "ca.pem"),
 			"--amqp-cert", filepath.Join(dir, "vigil.pem"), "--amqp-key", filepath.Join(dir, "vigil.key"))...)
 		waitUntil(t, 30*time.Second, "the broker link over TLS", func() bool { return connected(c) }, log.String)
-		if handshakes.Load() == before {
+		if proxy.Handshakes.Load() == before {
 			t.Fatal("linked without a TLS handshake at the proxy")
 		}
 	})
 
 	t.Run("no client certificate", func(t *testing.T) {
-		before := handshakes.Load()
+		before := proxy.Handshakes.Load()
 		_, log := serveInBackground(t, append(link, "--amqp-ca", filepath.Join(dir, "ca.pem"))...)
 		waitUntil(t, 30*time.Second, "a log line saying the broker refused vigil's certificate", func() bool {
 			return strings.Contains(log.String(), "the broker refused vigil's TLS client certificate, retrying") && strings.Contains(log.String(), "--amqp-cert")
 		}, log.String)
-		if handshakes.Load() != before {
+		if proxy.Handshakes.Load() != before {
 			t.Fatal("the proxy completed a handshake without a client certificate")
 		}
 	})

@@ -3,6 +3,7 @@ package amqp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	amqp "github.com/Azure/go-amqp"
 
+	"github.com/vigil-iot/vigil/internal/proxytest"
 	"github.com/vigil-iot/vigil/internal/tlstest"
 )
 
@@ -135,8 +137,8 @@ func TestAMQPSLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, handshakes := tlstest.Proxy(t, cert.ServerConfig(t), u.Host)
-	u.Scheme, u.Host = "amqps", proxy
+	proxy := proxytest.Start(t, tls.NewListener(proxytest.Listen(t), cert.ServerConfig(t)), u.Host)
+	u.Scheme, u.Host = "amqps", proxy.Addr
 
 	// A client that does not trust the certificate is refused.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -147,7 +149,7 @@ func TestAMQPSLink(t *testing.T) {
 	}
 
 	v := startVigil(t, b, vhost, names, func(c *Config) { c.URL, c.TLS = u.String(), cert.ClientConfig() })
-	if handshakes.Load() == 0 {
+	if proxy.Handshakes.Load() == 0 {
 		t.Fatal("the gateway connected without a TLS handshake at the proxy")
 	}
 	msg := amqp.NewMessage([]byte(`{"temperature": 70.5}`))

@@ -1,4 +1,3 @@
 // Package tlstest makes throwaway self-signed TLS certificates for tests
-// of vigil's MQTTS and HTTPS listeners and its amqps:// link, and a TLS
-// proxy that puts a test broker behind TLS.
+// of vigil's MQTTS and HTTPS listeners and its amqps:// link.
 package tlstest

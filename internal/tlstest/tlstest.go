@@ -8,10 +8,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -77,40 +75,4 @@ func (c Cert) ServerConfig(tb testing.TB) *tls.Config {
 // ClientConfig returns a client TLS configuration that trusts only c.
 func (c Cert) ClientConfig() *tls.Config {
 	return &tls.Config{RootCAs: c.Pool, MinVersion: tls.VersionTLS12}
-}
-
-// Proxy terminates TLS (cfg) on a local port and forwards the plain stream
-// to target, until the test ends; it counts the connections whose
-// handshake succeeded.
-func Proxy(tb testing.TB, cfg *tls.Config, target string) (addr string, handshakes *atomic.Int64) {
-	tb.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	handshakes = new(atomic.Int64)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				handshakes.Add(1)
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { io.Copy(up, c); up.Close() }()
-				io.Copy(c, up)
-			}()
-		}
-	}()
-	return ln.Addr().String(), handshakes
 }
