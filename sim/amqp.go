@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +42,9 @@ type AMQPLink struct {
 	Feedback string
 	// Batch is how many samples (of two readings each) go in one message.
 	Batch int
+	// TLS configures amqps:// connections (say, RootCAs for a broker with a
+	// private CA); nil uses Go's defaults.
+	TLS *tls.Config
 }
 
 // DefaultAMQPLink returns vigil's default addresses on a local broker.
@@ -105,6 +109,17 @@ func DialAMQP(ctx context.Context, link AMQPLink, name, key string) (*amqp.Conn,
 	opts := &amqp.ConnOptions{ContainerID: name}
 	if link.VHost != "" {
 		opts.HostName = "vhost:" + link.VHost
+	}
+	if u.Scheme == "amqps" {
+		// go-amqp would verify the broker's certificate against the open
+		// frame's host name, which names the vhost.
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if link.TLS != nil {
+			opts.TLSConfig = link.TLS.Clone()
+		}
+		if opts.TLSConfig.ServerName == "" {
+			opts.TLSConfig.ServerName = u.Hostname()
+		}
 	}
 	c, err := amqp.Dial(ctx, u.String(), opts)
 	if err != nil {

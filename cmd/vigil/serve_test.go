@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/url"
 	"os"
@@ -84,7 +85,8 @@ func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool,
 // it keeps retrying and says what is missing.
 func TestServeLinksToBrokerOverTLS(t *testing.T) {
 	b := rabbittest.Need(t)
-	vhost, _ := b.Provision(t)
+	const device = "tls-sim-001"
+	vhost, keys := b.Provision(t, device)
 	brokerCert, clientCert := tlstest.SelfSigned(t, "broker"), tlstest.SelfSigned(t, "vigil")
 	proxyCfg := brokerCert.ServerConfig(t)
 	proxyCfg.ClientAuth, proxyCfg.ClientCAs = tls.RequireAndVerifyClientCert, clientCert.Pool
@@ -92,7 +94,8 @@ func TestServeLinksToBrokerOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := proxytest.Start(t, tls.NewListener(proxytest.Listen(t), proxyCfg), u.Host)
+	brokerAddr := u.Host
+	proxy := proxytest.Start(t, tls.NewListener(proxytest.Listen(t), proxyCfg), brokerAddr)
 	u.Scheme, u.Host = "amqps", proxy.Addr
 	dir := t.TempDir()
 	files := map[string][]byte{"ca.pem": brokerCert.CertPEM, "vigil.pem": clientCert.CertPEM, "vigil.key": clientCert.KeyPEM}
@@ -130,6 +133,29 @@ func TestServeLinksToBrokerOverTLS(t *testing.T) {
 		if proxy.Handshakes.Load() == before {
 			t.Fatal("linked without a TLS handshake at the proxy")
 		}
+
+		// Simulated devices reach the same broker over TLS (devices need
+		// no client certificate here) with the CA, and their readings are
+		// stored.
+		devProxy := proxytest.Start(t, tls.NewListener(proxytest.Listen(t), brokerCert.ServerConfig(t)), brokerAddr)
+		du, err := url.Parse(b.DeviceURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		du.Scheme, du.Host = "amqps", devProxy.Addr
+		var simErr bytes.Buffer
+		code := run(ctx, []string{"sim", "--amqp", du.String(), "--amqp-vhost", vhost, "--amqp-ca", filepath.Join(dir, "ca.pem"),
+			"--key", keys[device], "--prefix", "tls-sim-", "--devices", "1", "--faulty", "0", "--interval", "100ms", "--duration", "2s", "--server", c.BaseURL}, io.Discard, &simErr)
+		if code != 0 {
+			t.Fatalf("sim exited with %d: %s", code, simErr.String())
+		}
+		if devProxy.Handshakes.Load() == 0 {
+			t.Fatal("the simulated device connected without TLS")
+		}
+		waitUntil(t, 30*time.Second, "the simulated device's readings to be stored", func() bool {
+			res, err := c.Query(ctx, "SELECT count(*) FROM readings WHERE device = '"+device+"'", 1)
+			return err == nil && len(res.Rows) == 1 && fmt.Sprint(res.Rows[0][0]) != "0"
+		}, log.String)
 	})
 
 	t.Run("no client certificate", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	amqpCommands := fs.String("amqp-commands", link.Commands, "address each device receives commands from; {id} is its id (/amq/queue/commands.{id} when serve sends to /queue/commands.{id})")
 	amqpTelemetry := fs.String("amqp-telemetry", link.Telemetry, "address the devices send telemetry to; a comma-separated list spreads them over several (serve's --amqp-source)")
 	amqpFeedback := fs.String("amqp-feedback", link.Feedback, "address the devices send command acknowledgements to")
+	amqpCA := fs.String("amqp-ca", "", "amqps://: trust the broker's certificate when one of the PEM CA certificates in this file signs it (default: the system's roots)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -39,6 +41,16 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *amqpURL != "" && *key == "" {
 		return errors.New("--amqp needs --key: the devices' broker password (create the broker users first)")
+	}
+	if *amqpCA != "" {
+		if !strings.HasPrefix(*amqpURL, "amqps://") {
+			return errors.New("--amqp-ca is for a broker reached over TLS: give --amqp amqps://HOST:PORT")
+		}
+		tc, err := brokerTLS(*amqpCA, "", "")
+		if err != nil {
+			return err
+		}
+		link.TLS = tc
 	}
 	switch t := commaList(*amqpTelemetry); len(t) {
 	case 0:
