@@ -47,7 +47,19 @@ type Stats struct {
 	CommandResets  int64 // command sessions ended to keep at most 256 command links attached (per-device command addresses)
 	Acks           int64 // command acknowledgements handed to the AckHandler
 	BadAcks        int64 // acknowledgements rejected as malformed or not applied by the handler
+	// Sources counts each telemetry source's messages, by address.
+	Sources map[string]SourceStats
 }
+
+// SourceStats counts what one telemetry source delivered.
+type SourceStats struct {
+	Received int64 // messages received on the source, refused ones included
+	Accepted int64 // messages accepted after the sink stored them
+}
+
+// sourceCounters are the counters behind a SourceStats; they outlive
+// connections.
+type sourceCounters struct{ received, accepted atomic.Int64 }
 
 // Gateway links vigil to an AMQP 1.0 broker. Create it with New, then
 // Start; it is safe for concurrent use.
@@ -69,13 +81,19 @@ type Gateway struct {
 	refusedClaim                                                    atomic.Int64
 	commands, ackCount, badAcks, commandResets                      atomic.Int64
 	commandResetsDone                                               atomic.Int64 // of commandResets, those whose end completed
+
+	perSource map[string]*sourceCounters // by address; fixed at New
 }
 
 var _ gateway.Sender = (*Gateway)(nil)
 
 // New builds a gateway; it connects when Start is called.
 func New(cfg Config, reg Registry, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
-	return &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp")}
+	g := &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp"), perSource: map[string]*sourceCounters{}}
+	for _, addr := range cfg.Sources {
+		g.perSource[addr] = &sourceCounters{}
+	}
+	return g
 }
 
 // Start validates the configuration and connects to the broker in the
@@ -125,12 +143,17 @@ func (g *Gateway) Close() error {
 
 // Stats returns the counters so far.
 func (g *Gateway) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
 		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
 		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
 		RefusedBody: g.refusedBody.Load(), RefusedClaim: g.refusedClaim.Load(), Invalid: g.invalid.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+		Sources: make(map[string]SourceStats, len(g.perSource)),
 	}
+	for addr, c := range g.perSource {
+		st.Sources[addr] = SourceStats{Received: c.received.Load(), Accepted: c.accepted.Load()}
+	}
+	return st
 }
 
 // redacted is the broker URL without its password, for logs.
@@ -271,7 +294,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 			return nil, &stageError{stage: "attach", addr: addr, err: err}
 		}
 		l.sources = append(l.sources, &source{
-			l: l, addr: addr, recv: recv,
+			l: l, addr: addr, recv: recv, count: g.perSource[addr],
 			// At most Credit messages are unsettled at a time, so a
 			// settlement never waits for room (twice that for a careless
 			// double settle).
@@ -324,6 +347,7 @@ type source struct {
 	addr   string
 	recv   *amqp.Receiver
 	settle chan settlement
+	count  *sourceCounters
 }
 
 // receive hands every telemetry message of the source it may accept to the
@@ -335,6 +359,7 @@ func (src *source) receive(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("receive %s: %w", src.addr, err)
 		}
+		src.count.received.Add(1)
 		dev, rej := g.identify(msg)
 		if rej != nil {
 			src.settleLater(settlement{msg: msg, outcome: reject, err: rej})
@@ -457,6 +482,7 @@ func (src *source) settler() {
 		case accept:
 			if err = src.recv.AcceptMessage(sctx, s.msg); err == nil {
 				g.accepted.Add(1)
+				src.count.accepted.Add(1)
 			}
 		case release:
 			if err = src.recv.ReleaseMessage(sctx, s.msg); err == nil {

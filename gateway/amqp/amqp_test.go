@@ -173,6 +173,18 @@ func TestSeveralSources(t *testing.T) {
 	if s := v.gw.Stats(); s.Accepted != totalMessages(devs) || s.Released != 0 || s.Unsettled != 0 {
 		t.Fatalf("gateway stats %+v: want the %d messages the devices sent accepted", s, totalMessages(devs))
 	}
+	// Each source counts what its own devices sent: devices 0 and 2 send
+	// to the first queue, 1 and 3 (and the malformed message, rejected) to
+	// the second.
+	s := v.gw.Stats()
+	for q, want := range map[string]SourceStats{
+		queues[0]: {Received: devs[0].Stats().Messages + devs[2].Stats().Messages, Accepted: devs[0].Stats().Messages + devs[2].Stats().Messages},
+		queues[1]: {Received: devs[1].Stats().Messages + devs[3].Stats().Messages + 1, Accepted: devs[1].Stats().Messages + devs[3].Stats().Messages},
+	} {
+		if got := s.Sources[q]; got != want {
+			t.Errorf("source %s: %+v, want %+v", q, got, want)
+		}
+	}
 	var source string
 	if err := v.store.DB().QueryRow(`SELECT source FROM dead_letters WHERE device = ?`, names[1]).Scan(&source); err != nil || source != queues[1] {
 		t.Fatalf("dead letter's source: %q, %v; want %q", source, err, queues[1])
