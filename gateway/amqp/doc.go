@@ -32,7 +32,9 @@
 //
 // The gateway reconnects with exponential backoff (capped at
 // Config.MaxBackoff) whenever the connection is lost, also when the broker
-// is unreachable at Start. Messages not yet accepted when a connection
+// is unreachable at Start; each failed attempt is logged with the step
+// that failed (network, TLS, credentials, virtual host, an address) and a
+// hint of what to do. Messages not yet accepted when a connection
 // drops are redelivered by the broker; the sink recognises the ones it
 // already stored by (device, message id), so devices should always set a
 // message-id.
