@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -74,19 +73,15 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		cfg.MQTT.TLS, cfg.HTTPTLS = certs.config(), certs.config()
 	}
-	if (*amqpCA != "" || *amqpCert != "" || *amqpKey != "") && !strings.HasPrefix(*amqpURL, "amqps://") {
-		return errors.New("--amqp-ca, --amqp-cert and --amqp-key are for a broker reached over TLS: give --amqp amqps://USER:PASS@HOST:PORT")
+	brokerTLSCfg, err := brokerTLS(*amqpURL, *amqpCA, *amqpCert, *amqpKey)
+	if err != nil {
+		return err
 	}
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback, *amqpTrust
 		ac.Sources, ac.TrustedGateways = commaList(*amqpSource), commaList(*amqpGateways)
-		ac.MaxBody, ac.Credit = *amqpMaxBody, *amqpCredit
-		tc, err := brokerTLS(*amqpCA, *amqpCert, *amqpKey)
-		if err != nil {
-			return err
-		}
-		ac.TLS = tc
+		ac.MaxBody, ac.Credit, ac.TLS = *amqpMaxBody, *amqpCredit, brokerTLSCfg
 		cfg.AMQP = &ac
 	}
 	log := newLogger(stderr, *logLevel)

@@ -11,42 +11,23 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-iot/vigil/api"
+	"github.com/vigil-iot/vigil/internal/logtest"
 	"github.com/vigil-iot/vigil/internal/proxytest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
 	"github.com/vigil-iot/vigil/internal/tlstest"
 )
 
-// lockedBuffer is a bytes.Buffer that a serving command writes its log to
-// while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // serveInBackground runs `vigil serve` with args (and a data directory and
 // local ports of its own) until the test ends, and returns its API client
 // and its log.
-func serveInBackground(t *testing.T, args ...string) (*api.Client, *lockedBuffer) {
+func serveInBackground(t *testing.T, args ...string) (*api.Client, *logtest.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	log := &lockedBuffer{}
+	log := &logtest.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, append([]string{"serve", "--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...), io.Discard, log)
@@ -208,11 +189,11 @@ func TestBrokerTLSFiles(t *testing.T) {
 		{"", "c.pem", "", "--amqp-key"},
 		{"", "", "c.key", "--amqp-cert"},
 	} {
-		if _, err := brokerTLS(tc.ca, tc.cert, tc.key); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := brokerTLS("amqps://broker:5671", tc.ca, tc.cert, tc.key); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("brokerTLS(%q, %q, %q) = %v, want an error mentioning %q", tc.ca, tc.cert, tc.key, err, tc.want)
 		}
 	}
-	if cfg, err := brokerTLS("", "", ""); cfg != nil || err != nil {
+	if cfg, err := brokerTLS("amqps://broker:5671", "", "", ""); cfg != nil || err != nil {
 		t.Errorf("no files: %v, %v; want Go's defaults (nil)", cfg, err)
 	}
 }

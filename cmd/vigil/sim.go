@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,16 +41,11 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *amqpURL != "" && *key == "" {
 		return errors.New("--amqp needs --key: the devices' broker password (create the broker users first)")
 	}
-	if *amqpCA != "" {
-		if !strings.HasPrefix(*amqpURL, "amqps://") {
-			return errors.New("--amqp-ca is for a broker reached over TLS: give --amqp amqps://HOST:PORT")
-		}
-		tc, err := brokerTLS(*amqpCA, "", "")
-		if err != nil {
-			return err
-		}
-		link.TLS = tc
+	tc, err := brokerTLS(*amqpURL, *amqpCA, "", "")
+	if err != nil {
+		return err
 	}
+	link.TLS = tc
 	switch t := commaList(*amqpTelemetry); len(t) {
 	case 0:
 		return errors.New("--amqp-telemetry is empty: give the address the devices send telemetry to")

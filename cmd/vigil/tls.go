@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -84,14 +86,25 @@ func (c *certFiles) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Cert
 	return c.getCertificate(nil)
 }
 
-// brokerTLS returns the TLS configuration of the amqps:// link: the broker's
-// certificate verified against the PEM certificates in caFile (the system's
-// roots when empty), and the client certificate of certFile and keyFile
-// presented when the broker asks for one. It returns nil when all three are
-// empty: Go's defaults.
-func brokerTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	if caFile == "" && certFile == "" && keyFile == "" {
+// brokerTLS returns the TLS configuration of the amqps:// link to
+// brokerURL: the broker's certificate verified against the PEM certificates
+// in caFile (the system's roots when empty), and the client certificate of
+// certFile and keyFile presented when the broker asks for one. It returns
+// nil when all three are empty: Go's defaults. Files given for a URL that
+// is not amqps:// are refused, not ignored.
+func brokerTLS(brokerURL, caFile, certFile, keyFile string) (*tls.Config, error) {
+	var given []string
+	for flag, file := range map[string]string{"--amqp-ca": caFile, "--amqp-cert": certFile, "--amqp-key": keyFile} {
+		if file != "" {
+			given = append(given, flag)
+		}
+	}
+	if len(given) == 0 {
 		return nil, nil
+	}
+	if !strings.HasPrefix(brokerURL, "amqps://") {
+		slices.Sort(given)
+		return nil, fmt.Errorf("%s: for a broker reached over TLS: give --amqp amqps://USER:PASS@HOST:PORT", strings.Join(given, ", "))
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {

@@ -16,6 +16,7 @@ import (
 	amqp "github.com/Azure/go-amqp"
 
 	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/internal/logtest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
 	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
@@ -601,7 +602,7 @@ func TestConnectErrorsSayWhatToDo(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.URL, cfg.VHost = tc.url, tc.vhost
-			log := &logBuffer{}
+			log := &logtest.Buffer{}
 			g := New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
 			if err := g.Start(); err != nil {
 				t.Fatal(err)
@@ -628,7 +629,7 @@ func TestExchangeSourceIsWarnedAbout(t *testing.T) {
 	for src, warned := range map[string]bool{"/exchange/amq.topic/telemetry.#": true, "/topic/telemetry.#": true, DefaultSource: false, "/queue/t": false} {
 		cfg := DefaultConfig()
 		cfg.URL, cfg.Sources = "amqp://127.0.0.1:1", []string{src}
-		log := &logBuffer{}
+		log := &logtest.Buffer{}
 		g := New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
 		if err := g.Start(); err != nil {
 			t.Fatal(err)

@@ -1,7 +1,6 @@
 package amqp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -194,22 +192,4 @@ func adminSession(ctx context.Context, tb testing.TB, b *testBroker, vhost strin
 		tb.Fatal(err)
 	}
 	return sess
-}
-
-// logBuffer collects a gateway's log for a test to read while it runs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
