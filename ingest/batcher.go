@@ -110,7 +110,21 @@ type Stats struct {
 	// DedupeEvicted counts message ids forgotten before the end of the
 	// dedupe window to stay within Config.DedupeIDs.
 	DedupeEvicted int64
+	// CommitSeconds is the time every commit took, failed ones included,
+	// summed.
+	CommitSeconds float64
+	// CommitDurations counts commits by how long they took:
+	// CommitDurations[i] those that took more than CommitBounds[i-1] and at
+	// most CommitBounds[i] seconds, the last those that took longer than
+	// every bound.
+	CommitDurations [len(CommitBounds) + 1]int64
 }
+
+// CommitBounds are the upper bounds, in seconds, of the commit-duration
+// histogram in Stats. A commit costs a few milliseconds however small it
+// is and grows with the batch (the store's benchmarks); a commit of a
+// second or more holds every device's messages unacknowledged that long.
+var CommitBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 type item struct {
 	msg      gateway.Message
@@ -149,6 +163,8 @@ type Batcher struct {
 	evicted atomic.Int64
 
 	messages, readings, deadLetters, batches, commitErrors, duplicates atomic.Int64
+	commitNanos                                                        atomic.Int64
+	commitDurations                                                    [len(CommitBounds) + 1]atomic.Int64
 }
 
 var _ gateway.Sink = (*Batcher)(nil)
@@ -212,11 +228,15 @@ func (b *Batcher) Close(ctx context.Context) error {
 
 // Stats returns the counters so far.
 func (b *Batcher) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Messages: b.messages.Load(), Readings: b.readings.Load(), DeadLetters: b.deadLetters.Load(),
 		Batches: b.batches.Load(), CommitErrors: b.commitErrors.Load(), Duplicates: b.duplicates.Load(),
-		DedupeEvicted: b.evicted.Load(),
+		DedupeEvicted: b.evicted.Load(), CommitSeconds: time.Duration(b.commitNanos.Load()).Seconds(),
 	}
+	for i := range st.CommitDurations {
+		st.CommitDurations[i] = b.commitDurations[i].Load()
+	}
+	return st
 }
 
 type pending struct {
@@ -431,6 +451,16 @@ func settleInvalid(settle func(error), reason string) func(error) {
 	}
 }
 
+// timeCommit adds a commit that took d to the commit-duration counters.
+func (b *Batcher) timeCommit(d time.Duration) {
+	b.commitNanos.Add(int64(d))
+	i, secs := 0, d.Seconds()
+	for i < len(CommitBounds) && secs > CommitBounds[i] {
+		i++
+	}
+	b.commitDurations[i].Add(1)
+}
+
 // invalidOrNil is the settlement of a stored message: nil, or why its body
 // is not telemetry.
 func invalidOrNil(reason string) error {
@@ -449,7 +479,9 @@ func (b *Batcher) flush(p *pending) {
 	defer rec.Release()
 	ids := p.ids.NewRecordBatch()
 	defer ids.Release()
+	began := time.Now()
 	err := b.store.Commit(context.Background(), store.Batch{Readings: rec, MessageIDs: ids, DeadLetters: p.dead})
+	b.timeCommit(time.Since(began))
 	if err != nil {
 		b.commitErrors.Add(1)
 		b.log.Error("commit failed; messages are not acknowledged and devices will resend", "messages", len(p.settle), "readings", rows, "err", err)

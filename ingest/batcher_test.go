@@ -194,8 +194,57 @@ func TestCommitFailureSettlesWithError(t *testing.T) {
 		t.Fatal("a message was settled as stored although the commit failed")
 	}
 	b.Close(context.Background())
-	if st := b.Stats(); st.CommitErrors != 1 || st.Messages != 0 {
-		t.Fatalf("stats %+v", st)
+	if st := b.Stats(); st.CommitErrors != 1 || st.Messages != 0 || sum(st.CommitDurations[:]) != 1 {
+		t.Fatalf("stats %+v: want one failed commit, timed", st)
+	}
+}
+
+// slowStore takes at least delay to commit.
+type slowStore struct {
+	*store.Store
+	delay time.Duration
+}
+
+func (s slowStore) Commit(ctx context.Context, b store.Batch) error {
+	time.Sleep(s.delay) // the commit's cost, not a wait for another goroutine
+	return s.Store.Commit(ctx, b)
+}
+
+func sum(xs []int64) int64 {
+	var n int64
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// TestCommitDurationsAreTimed: each commit is counted in the bucket of the
+// time it took, and its time is added to the sum.
+func TestCommitDurationsAreTimed(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	b, err := NewBatcher(testConfig(1, time.Hour, 4), slowStore{newStore(t), delay}, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		got := make(chan error, 1)
+		b.Submit(context.Background(), gateway.Message{Body: []byte(`{"a": 1}`), Received: time.Now(), Settle: func(err error) { got <- err }})
+		if err := <-got; err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	b.Close(context.Background())
+	st := b.Stats()
+	if n := sum(st.CommitDurations[:]); n != st.Batches || n != 3 {
+		t.Fatalf("%d commits timed, %d batches committed; want 3 each", n, st.Batches)
+	}
+	if st.CommitSeconds < 3*delay.Seconds() {
+		t.Fatalf("commits took %.3f s in all, less than the %s each one waited", st.CommitSeconds, delay)
+	}
+	for i, bound := range CommitBounds {
+		if bound < delay.Seconds() && st.CommitDurations[i] != 0 {
+			t.Fatalf("%d commits counted as taking at most %g s; each took at least %s: %v", st.CommitDurations[i], bound, delay, st.CommitDurations)
+		}
 	}
 }
 
