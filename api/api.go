@@ -100,8 +100,15 @@ func Handler(b Backend, status func() any, token string, log *slog.Logger) http.
 	mux.HandleFunc("GET /api/v1/models", h.listModels)
 	mux.HandleFunc("POST /api/v1/models", h.putModel)
 	mux.HandleFunc("POST /api/v1/models/activate", h.activateModel)
+	return RequireToken(token, mux)
+}
+
+// RequireToken returns h behind the API token: a request without
+// "Authorization: Bearer TOKEN" is answered 401 with what to send. An
+// empty token lets every request through.
+func RequireToken(token string, h http.Handler) http.Handler {
 	if token == "" {
-		return mux
+		return h
 	}
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +116,7 @@ func Handler(b Backend, status func() any, token string, log *slog.Logger) http.
 			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong API token: send Authorization: Bearer <token>"))
 			return
 		}
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 

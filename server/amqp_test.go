@@ -84,4 +84,21 @@ func TestLoopThroughBroker(t *testing.T) {
 	if s := srv.Status().AMQP; s.Commands < 1 || s.Acks < 1 || s.RefusedUnknown != 0 {
 		t.Errorf("broker link stats %+v", s)
 	}
+
+	// What Prometheus scrapes: the link is up, each queue counts what it
+	// delivered, and the one command was acknowledged.
+	fams := scrape(t, srv, "")
+	if up := sample(t, fams, "vigil_amqp_connected"); up != 1 {
+		t.Errorf("vigil_amqp_connected = %g while linked", up)
+	}
+	sources := srv.Status().AMQP.Sources
+	for _, q := range shards {
+		got, want := sample(t, fams, "vigil_amqp_received_total", "source", q), float64(sources[q].Received)
+		if got != want || got == 0 {
+			t.Errorf("vigil_amqp_received_total{source=%q} = %g; the link counted %g", q, got, want)
+		}
+	}
+	if got := sample(t, fams, "vigil_commands_total", "step", "acknowledged"); got != 1 {
+		t.Errorf("vigil_commands_total{step=\"acknowledged\"} = %g, want 1", got)
+	}
 }

@@ -8,4 +8,7 @@
 // models.Monitor; an opened anomaly episode is stored and handed to the
 // actions.Controller, which may command the device; a closed episode tells
 // the controller the device recovered.
+//
+// Beside the API the HTTP server serves the counters every stage keeps in
+// the Prometheus format at /metrics (metrics.go), read at each scrape.
 package server

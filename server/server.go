@@ -240,6 +240,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.httpLn = ln
 		mux := http.NewServeMux()
 		mux.Handle("/devices/", s.httpdev.Handler())
+		mux.Handle("GET /metrics", api.RequireToken(cfg.APIToken, s.metricsHandler()))
 		mux.Handle("/", api.Handler(s.store, func() any { return s.Status() }, cfg.APIToken, log))
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
