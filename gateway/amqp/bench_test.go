@@ -143,10 +143,15 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 		unsettled = unsettled[:0]
 		cols.Reset()
 	}
-	for range n {
-		m, err := rcv.Receive(ctx, nil)
+	for i := range n {
+		// A queue drains at thousands of messages a second; half a minute
+		// without one is RabbitMQ 3.10's credit stall (see Config.Credit),
+		// which no wait ends.
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		m, err := rcv.Receive(rctx, nil)
+		cancel()
 		if err != nil {
-			tb.Fatal(err)
+			tb.Fatalf("bare consumer (%s), message %d of %d, %d received but not accepted: %v; a broker that stops delivering with credit left is RabbitMQ 3.10's credit stall: run the benchmark again", queue, i+1, n, len(unsettled), err)
 		}
 		var rs ingest.Readings
 		if mode != bareAccept {
