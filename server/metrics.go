@@ -35,6 +35,8 @@ var (
 	modelsApplied     = desc("model_versions_applied_total", "Model versions from the registry applied to running detectors.")
 	modelsWaiting     = desc("model_versions_waiting", "Active model versions whose device is not registered yet.")
 	anomalies         = desc("anomalies_total", "Anomaly episodes detected.")
+	readingsScored    = desc("readings_scored_total", "Committed readings scored by the detectors.")
+	scoringQueue      = desc("scoring_queue_batches", "Committed batches not yet scored by the slowest scoring shard; when the queues fill (80 batches), commits wait for scoring.")
 
 	ingestMessages    = desc("ingest_messages_total", "Telemetry messages committed, as readings or as dead letters.")
 	ingestReadings    = desc("ingest_readings_total", "Readings committed to the store.")
@@ -85,7 +87,7 @@ type collector struct{ s *Server }
 // Describe sends every metric's description.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		devicesRegistered, modelsApplied, modelsWaiting, anomalies,
+		devicesRegistered, modelsApplied, modelsWaiting, anomalies, readingsScored, scoringQueue,
 		ingestMessages, ingestReadings, ingestDead, ingestDuplicates, ingestEvicted, ingestCommits, ingestCommitTimes,
 		mqttSessions, mqttConnects, mqttRefused, mqttDenied, mqttMessages, mqttAcks, mqttBadAcks,
 		httpMessages, httpInvalid, httpRefused, httpLimited, httpPolls, httpDelivered, httpAnswers, httpBadAnswers,
@@ -111,6 +113,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(modelsApplied, s.modelsOn.Load())
 	gauge(modelsWaiting, s.modelsWait.Load())
 	counter(anomalies, s.anomalies.Load())
+	var scored int64
+	slowest := 0
+	for _, sh := range s.shards {
+		scored += sh.scored.Load()
+		slowest = max(slowest, len(sh.in))
+	}
+	counter(readingsScored, scored)
+	gauge(scoringQueue, int64(len(s.recs)+slowest))
 
 	is := s.batcher.Stats()
 	counter(ingestMessages, is.Messages)

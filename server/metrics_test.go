@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	dto "github.com/prometheus/client_model/go"
@@ -135,6 +136,18 @@ func TestMetrics(t *testing.T) {
 		if got := sample(t, fams, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %g, want %g", c.name, c.labels, got, c.want)
 		}
+	}
+	// Scoring follows the commits; every stored reading is scored, and
+	// then no batch waits.
+	waitFor(t, "every stored reading to be scored", 10*time.Second, func() any { return srv.Status() }, func() bool {
+		fams = scrape(t, srv, cfg.APIToken)
+		return sample(t, fams, "vigil_readings_scored_total") >= float64(readings)
+	})
+	if got := sample(t, fams, "vigil_readings_scored_total"); got != float64(readings) {
+		t.Errorf("vigil_readings_scored_total = %g, want the %d readings stored", got, readings)
+	}
+	if got := sample(t, fams, "vigil_scoring_queue_batches"); got != 0 {
+		t.Errorf("vigil_scoring_queue_batches = %g with every reading scored", got)
 	}
 	commits := sample(t, fams, "vigil_ingest_commits_total", "result", "ok")
 	if commits < 1 {

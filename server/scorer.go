@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -32,6 +33,8 @@ type shard struct {
 	index int
 	count int
 	in    chan shardJob
+	// scored counts the readings this shard has scored.
+	scored atomic.Int64
 
 	monitor *models.Monitor
 	// labels holds the label ("name@version(kind)") of each series with a
@@ -397,11 +400,14 @@ func (sh *shard) scoreRecord(ctx context.Context, rec arrow.RecordBatch) {
 	dev := rec.Column(1).(interface{ Value(int) int32 })
 	met := rec.Column(2).(interface{ Value(int) int16 })
 	val := rec.Column(3).(interface{ Value(int) float64 })
+	var n int64
+	defer func() { sh.scored.Add(n) }()
 	for i := 0; i < int(rec.NumRows()); i++ {
 		d := dev.Value(i)
 		if !sh.owns(d) {
 			continue
 		}
+		n++
 		key := models.SeriesKey{Device: d, Metric: met.Value(i)}
 		t := ts.Value(i).ToTime(arrow.Microsecond)
 		sc, tr := sh.monitor.Observe(key, t, val.Value(i))
