@@ -11,13 +11,14 @@ import (
 )
 
 // metricsHandler serves the server's counters in the Prometheus exposition
-// format, with the Go runtime's and the process's own metrics. Each scrape
-// reads the same counters /api/v1/status does, at that moment; nothing is
-// kept twice.
+// format, with the Go runtime's, the build's and the process's own
+// metrics. Each scrape reads the counters the stages keep (those
+// /api/v1/status reads too) at that moment; nothing is kept twice.
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
+		collectors.NewBuildInfoCollector(), // go_build_info: the module's version and the Go release
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collector{s},
 	)

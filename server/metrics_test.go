@@ -164,7 +164,7 @@ func TestMetrics(t *testing.T) {
 	if b := hist.Bucket; len(b) == 0 || b[len(b)-1].GetCumulativeCount() > hist.GetSampleCount() {
 		t.Errorf("commit histogram buckets %v exceed its count %d", b, hist.GetSampleCount())
 	}
-	for _, name := range []string{"go_goroutines", "process_start_time_seconds"} {
+	for _, name := range []string{"go_goroutines", "go_build_info", "process_start_time_seconds"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("no %s: the runtime's and process's metrics are missing", name)
 		}
