@@ -87,12 +87,12 @@ func (c TailConfig) Validate() error {
 // against while it grows.
 //
 // Update allocates nothing; the state is the Top largest deviations and
-// the Guard latest ones. Most readings deviate less than the smallest of
-// the Top largest, and those are told apart on the raw |deviation|
-// against a bound kept beside the heap, without a logarithm (of the
-// default ensemble's time per reading, log1p took an eighth). With the default sizes both live in the Tail
+// the Guard latest ones. With the default sizes both live in the Tail
 // itself, and a wrapped seasonal or ewma_z detector is allocated with it,
-// so a reading touches one allocation rather than four.
+// so a reading touches one allocation rather than four. Most readings
+// deviate less than the smallest of the Top largest; those are told apart
+// on the raw |deviation| against a bound kept beside the heap, without a
+// logarithm (log1p took an eighth of the default ensemble's time).
 //
 // Every Update reads the fields before topBuf, so they are kept to two
 // cache lines: of the configuration only the numbers Update uses are kept,
