@@ -105,7 +105,7 @@ type Stats struct {
 	Readings     int64 // readings committed
 	DeadLetters  int64 // messages committed as dead letters
 	Batches      int64 // successful commits
-	CommitErrors int64 // failed commits (their messages were settled with the error)
+	CommitErrors int64 // failed commits and metric registrations (their messages were settled with the error)
 	Duplicates   int64 // messages recognised as already stored and not stored again
 	// DedupeEvicted counts message ids forgotten before the end of the
 	// dedupe window to stay within Config.DedupeIDs.
@@ -151,10 +151,12 @@ type Batcher struct {
 	observe Observer
 	log     *slog.Logger
 
-	in     chan item
-	mu     sync.RWMutex // guards closed against Submit racing Close
-	closed bool
-	done   chan struct{}
+	in      chan item
+	mu      sync.Mutex // guards closed and senders.Add against Close
+	closed  bool
+	closing chan struct{}  // closed by Close: blocked Submits give up
+	senders sync.WaitGroup // Submits between their check of closed and their send
+	done    chan struct{}
 
 	// seen holds the ids of committed messages within the dedupe window; it
 	// is owned by the run goroutine.
@@ -178,7 +180,7 @@ func NewBatcher(cfg Config, c Committer, observe Observer, log *slog.Logger) (*B
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	b := &Batcher{cfg: cfg, store: c, observe: observe, log: log, in: make(chan item, cfg.Queue), done: make(chan struct{}), seen: newDedupe(cfg.DedupeIDs, seen)}
+	b := &Batcher{cfg: cfg, store: c, observe: observe, log: log, in: make(chan item, cfg.Queue), closing: make(chan struct{}), done: make(chan struct{}), seen: newDedupe(cfg.DedupeIDs, seen)}
 	go b.run()
 	return b, nil
 }
@@ -196,28 +198,42 @@ func (b *Batcher) Submit(ctx context.Context, m gateway.Message) error {
 	} else {
 		it.readings = rs
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
+	// The lock is not held while the queue is full: a Submit waiting for
+	// room must not keep Close (and, behind it, every other Submit) waiting.
+	b.mu.Lock()
 	if b.closed {
+		b.mu.Unlock()
 		return ErrClosed
 	}
+	b.senders.Add(1)
+	b.mu.Unlock()
+	defer b.senders.Done()
 	select {
 	case b.in <- it:
 		return nil
+	case <-b.closing:
+		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
 // Close stops taking messages, commits and settles everything already
-// submitted, and returns when that is done or ctx ends.
+// submitted, and returns when that is done or ctx ends. A Submit waiting
+// for room in the queue returns ErrClosed. When ctx ends first, the last
+// commit goes on in the background; Done says when it is over.
 func (b *Batcher) Close(ctx context.Context) error {
 	b.mu.Lock()
-	if !b.closed {
-		b.closed = true
-		close(b.in)
-	}
+	first := !b.closed
+	b.closed = true
 	b.mu.Unlock()
+	if first {
+		close(b.closing)
+		go func() {
+			b.senders.Wait() // no Submit sends on b.in after this
+			close(b.in)
+		}()
+	}
 	select {
 	case <-b.done:
 		return nil
@@ -225,6 +241,11 @@ func (b *Batcher) Close(ctx context.Context) error {
 		return fmt.Errorf("ingest: close: %w", ctx.Err())
 	}
 }
+
+// Done returns a channel closed once the batcher has committed and
+// settled everything submitted, after Close; the Observer is not called
+// after that.
+func (b *Batcher) Done() <-chan struct{} { return b.done }
 
 // Stats returns the counters so far.
 func (b *Batcher) Stats() Stats {
@@ -245,6 +266,7 @@ type pending struct {
 	settle []func(error)
 	nDead  int
 	nMsgs  int // messages stored by this batch (not duplicates)
+	nDups  int // copies of messages of this batch, counted as duplicates once it commits
 	ids    *array.RecordBuilder
 	keys   map[store.MessageKey]time.Time
 }
@@ -394,16 +416,11 @@ func (b *Batcher) add(p *pending, it item) {
 			return
 		}
 		if _, ok := p.keys[key]; ok {
-			b.duplicates.Add(1)
+			p.nDups++
 			p.settle = append(p.settle, settleInvalid(m.Settle, it.reason))
 			return
 		}
-		p.keys[key] = m.Received
-		p.ids.Field(0).(*array.Int32Builder).Append(m.Device.ID)
-		p.ids.Field(1).(*array.StringBuilder).Append(m.ID)
-		p.ids.Field(2).(*array.TimestampBuilder).Append(arrow.Timestamp(m.Received.UnixMicro()))
 	}
-	p.nMsgs++
 	reason := it.reason
 	rs := it.readings
 	// A message names a few metrics many times: each name is looked up in
@@ -413,13 +430,33 @@ func (b *Batcher) add(p *pending, it item) {
 	if reason == "" {
 		for _, name := range rs.Names {
 			id, err := b.store.MetricID(context.Background(), name)
-			if err != nil {
+			var refused *store.MetricError
+			if errors.As(err, &refused) {
 				reason = err.Error()
 				break
+			}
+			if err != nil {
+				// The store failed, not the message: neither it nor its id
+				// is kept, and it is settled with the error so that its
+				// device sends it again.
+				b.commitErrors.Add(1)
+				b.log.Error("metric not registered; the message is not acknowledged and its device will resend", "metric", name, "err", err)
+				if m.Settle != nil {
+					m.Settle(fmt.Errorf("ingest: %w", err))
+				}
+				return
 			}
 			ids = append(ids, id)
 		}
 	}
+	if m.ID != "" {
+		key := store.MessageKey{Device: m.Device.ID, ID: m.ID}
+		p.keys[key] = m.Received
+		p.ids.Field(0).(*array.Int32Builder).Append(m.Device.ID)
+		p.ids.Field(1).(*array.StringBuilder).Append(m.ID)
+		p.ids.Field(2).(*array.TimestampBuilder).Append(arrow.Timestamp(m.Received.UnixMicro()))
+	}
+	p.nMsgs++
 	if reason != "" {
 		p.dead = append(p.dead, store.DeadLetter{
 			Received: m.Received, DeviceID: m.Device.ID, Device: m.Device.Name,
@@ -490,6 +527,7 @@ func (b *Batcher) flush(p *pending) {
 		b.readings.Add(int64(rows))
 		b.deadLetters.Add(int64(p.nDead))
 		b.messages.Add(int64(p.nMsgs))
+		b.duplicates.Add(int64(p.nDups))
 		before := b.seen.evicted
 		for k, at := range p.keys {
 			b.seen.add(k, at.UnixNano())
@@ -515,7 +553,7 @@ func (b *Batcher) flush(p *pending) {
 	} else {
 		p.cols.Reset()
 	}
-	p.nDead, p.nMsgs = 0, 0
+	p.nDead, p.nMsgs, p.nDups = 0, 0, 0
 	clear(p.keys)
 	p.dead = p.dead[:0]
 	clear(p.settle)

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -184,18 +185,24 @@ func (failingStore) Commit(context.Context, store.Batch) error { return fmt.Erro
 
 func TestCommitFailureSettlesWithError(t *testing.T) {
 	s := newStore(t)
-	b, err := NewBatcher(testConfig(1, time.Hour, 4), failingStore{s}, nil, quiet)
+	b, err := NewBatcher(testConfig(2, time.Hour, 4), failingStore{s}, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan error, 1)
-	b.Submit(context.Background(), gateway.Message{Body: []byte(`{"a": 1}`), Received: time.Now(), Settle: func(err error) { got <- err }})
-	if err := <-got; err == nil {
-		t.Fatal("a message was settled as stored although the commit failed")
+	got := make(chan error, 3)
+	// A message, a copy of it and another, one batch of two readings: the
+	// copy is no duplicate of anything stored, since nothing is.
+	for _, id := range []string{"m1", "m1", "m2"} {
+		b.Submit(context.Background(), gateway.Message{ID: id, Body: []byte(`{"a": 1}`), Received: time.Now(), Settle: func(err error) { got <- err }})
+	}
+	for range 3 {
+		if err := <-got; err == nil {
+			t.Fatal("a message was settled as stored although the commit failed")
+		}
 	}
 	b.Close(context.Background())
-	if st := b.Stats(); st.CommitErrors != 1 || st.Messages != 0 || sum(st.CommitDurations[:]) != 1 {
-		t.Fatalf("stats %+v: want one failed commit, timed", st)
+	if st := b.Stats(); st.CommitErrors != 1 || st.Messages != 0 || st.Duplicates != 0 || sum(st.CommitDurations[:]) != 1 {
+		t.Fatalf("stats %+v: want one failed commit, timed, and no duplicate", st)
 	}
 }
 
@@ -514,5 +521,151 @@ func TestObservedBatchesKeepTheirReadings(t *testing.T) {
 	}
 	if i != 24 {
 		t.Fatalf("the observer saw %d readings, want 24", i)
+	}
+}
+
+// stuckStore holds every commit until release is closed, as a stalled
+// disk would.
+type stuckStore struct {
+	*store.Store
+	committing chan struct{} // receives when a commit starts
+	release    chan struct{}
+}
+
+func (s stuckStore) Commit(ctx context.Context, b store.Batch) error {
+	s.committing <- struct{}{}
+	<-s.release
+	return s.Store.Commit(ctx, b)
+}
+
+// doneSignal is a context that closes asked the first time its Done is
+// called, which Submit does when it waits for room in the queue.
+type doneSignal struct {
+	context.Context
+	once  sync.Once
+	asked chan struct{}
+}
+
+func (c *doneSignal) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.asked) })
+	return c.Context.Done()
+}
+
+// TestCloseWhileSubmitWaits: with the store stalled and the queue full, a
+// Submit waits for room; Close must not wait for that Submit (it did: the
+// waiting Submit held the lock Close takes, and every later Submit queued
+// behind Close). Close returns when its context ends, the waiting Submit
+// and any later one get ErrClosed, and once the store moves again every
+// message that was queued is committed and settled.
+func TestCloseWhileSubmitWaits(t *testing.T) {
+	st := stuckStore{newStore(t), make(chan struct{}, 1), make(chan struct{})}
+	b, err := NewBatcher(testConfig(1, time.Hour, 1), st, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled := make(chan error, 3)
+	msg := func(i int) gateway.Message {
+		return gateway.Message{Body: []byte(fmt.Sprintf(`{"a": %d}`, i)), Received: time.Now(), Settle: func(err error) { settled <- err }}
+	}
+	ctx := context.Background()
+	if err := b.Submit(ctx, msg(1)); err != nil {
+		t.Fatal(err)
+	}
+	<-st.committing                               // message 1's commit hangs
+	if err := b.Submit(ctx, msg(2)); err != nil { // fills the queue of 1
+		t.Fatal(err)
+	}
+	waiting := make(chan error, 1)
+	sctx := &doneSignal{Context: ctx, asked: make(chan struct{})}
+	go func() { waiting <- b.Submit(sctx, msg(3)) }() // no room: waits
+	<-sctx.asked                                      // it is at its wait
+
+	closeCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close(closeCtx) }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Close with the store stalled: %v, want its context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return when its context ended: it waits for a Submit that waits for room")
+	}
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("the waiting Submit returned %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a Submit waiting for room still waits after Close")
+	}
+	if err := b.Submit(ctx, msg(4)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Submit after Close: %v, want ErrClosed", err)
+	}
+
+	close(st.release)
+	<-b.Done()
+	for i := range 2 {
+		if err := <-settled; err != nil {
+			t.Fatalf("queued message %d settled with %v", i+1, err)
+		}
+	}
+	if n := count(t, st.Store, `SELECT count(*) FROM telemetry`); n != 2 {
+		t.Fatalf("%d readings stored, want the 2 queued ones", n)
+	}
+}
+
+// flakyMetrics fails to register a metric name the first time, as a
+// store with a passing I/O error would.
+type flakyMetrics struct {
+	*store.Store
+	failed map[string]bool
+}
+
+func (s flakyMetrics) MetricID(ctx context.Context, name string) (int16, error) {
+	if !s.failed[name] {
+		s.failed[name] = true
+		return 0, fmt.Errorf("register metric %q: IO Error: could not write", name)
+	}
+	return s.Store.MetricID(ctx, name)
+}
+
+// TestStoreFailureIsNotADeadLetter: when the store fails to register a
+// metric, the message is not kept as a dead letter nor remembered by its
+// id, and is settled with an error that asks for it again, not as
+// invalid; sent again, it is stored. (It was dead-lettered with the
+// store's error as its reason, its device told not to resend, and a
+// resend was then acknowledged as a duplicate: the readings were lost.)
+func TestStoreFailureIsNotADeadLetter(t *testing.T) {
+	st := flakyMetrics{newStore(t), map[string]bool{}}
+	b, err := NewBatcher(testConfig(1, 20*time.Millisecond, 4), st, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	send := func() error {
+		got := make(chan error, 1)
+		m := gateway.Message{Device: gateway.Device{ID: 7, Name: "d7"}, ID: "msg-1", Body: []byte(`{"rpm": 1200}`), Received: time.Now(), Settle: func(err error) { got <- err }}
+		if err := b.Submit(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		return <-got
+	}
+	err = send()
+	if err == nil {
+		t.Fatal("a message whose metric the store failed to register was acknowledged")
+	}
+	if _, invalid := gateway.Invalid(err); invalid {
+		t.Fatalf("the store's failure was blamed on the message: %v", err)
+	}
+	if err := send(); err != nil {
+		t.Fatalf("the resend: %v", err)
+	}
+	if n := count(t, st.Store, `SELECT count(*) FROM telemetry`); n != 1 {
+		t.Fatalf("%d readings stored after the resend, want 1", n)
+	}
+	if n := count(t, st.Store, `SELECT count(*) FROM dead_letters`); n != 0 {
+		t.Fatalf("%d dead letters for a message that was valid", n)
 	}
 }

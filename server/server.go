@@ -116,16 +116,18 @@ type Server struct {
 	http    *http.Server
 	httpLn  net.Listener
 
-	recs       chan arrow.RecordBatch
-	scored     chan struct{}
-	stopTick   chan struct{}
-	tickDone   chan struct{}
-	anomalies  atomic.Int64
-	modelsOn   atomic.Int64 // registry versions applied
-	modelsWait atomic.Int64 // registry versions waiting for their device
-	closeOnce  sync.Once
-	closeErr   error
-	started    time.Time
+	recs chan arrow.RecordBatch
+	// closeRecsOnce closes recs once the batcher is done.
+	closeRecsOnce sync.Once
+	scored        chan struct{}
+	stopTick      chan struct{}
+	tickDone      chan struct{}
+	anomalies     atomic.Int64
+	modelsOn      atomic.Int64 // registry versions applied
+	modelsWait    atomic.Int64 // registry versions waiting for their device
+	closeOnce     sync.Once
+	closeErr      error
+	started       time.Time
 
 	// applied and waiting are owned by the score goroutine: the registry
 	// versions applied so far, and those waiting for their device.
@@ -273,11 +275,22 @@ func (s *Server) tick() {
 }
 
 // shutdownPipeline commits what the batcher holds and lets the scorer
-// finish.
+// finish, or returns when ctx ends first. The batcher may hand over a
+// committed batch until it is done, so only then is recs closed, even when
+// ctx has ended (closing it earlier made that hand-over panic).
 func (s *Server) shutdownPipeline(ctx context.Context) error {
 	err := s.batcher.Close(ctx)
-	close(s.recs)
-	<-s.scored
+	go s.closeRecsOnce.Do(func() {
+		<-s.batcher.Done()
+		close(s.recs)
+	})
+	select {
+	case <-s.scored:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("scoring: %w", ctx.Err())
+		}
+	}
 	return err
 }
 

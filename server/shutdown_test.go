@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
 )
@@ -64,5 +66,44 @@ func TestCloseCommitsInFlight(t *testing.T) {
 	st.DB().QueryRow(`SELECT count(*) FROM readings WHERE device = 'press-1'`).Scan(&n)
 	if n != 3 {
 		t.Fatalf("%d readings stored after shutdown, want 3", n)
+	}
+}
+
+// TestCloseWithAnEndedContext: shutting the pipeline down with a context
+// that has already ended returns its error at once, and the batch still
+// pending is committed and settled in the background and handed to the
+// scorer — which panicked on a closed channel when shutdown closed that
+// channel without waiting for the batcher.
+func TestCloseWithAnEndedContext(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.Ingest.MaxDelay, cfg.Ingest.MaxRows, cfg.Ingest.Idle = time.Hour, 1_000_000, 0 // only Close can commit
+	srv, err := Start(ctx, cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(ctx)
+	settled := make(chan error, 1)
+	err = srv.batcher.Submit(ctx, gateway.Message{
+		Device: gateway.Device{ID: 1, Name: "d1"}, Body: []byte(`{"a": 1}`), Received: time.Now(),
+		Settle: func(err error) { settled <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	// The pipeline part of Close, so that the store stays open for the
+	// background commit.
+	if err := srv.shutdownPipeline(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("shutdown with an ended context: %v, want context.Canceled", err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatalf("the pending message was settled with %v", err)
+	}
+	<-srv.scored
+	var n int
+	if err := srv.Store().DB().QueryRow(`SELECT count(*) FROM telemetry`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d readings stored (%v), want the pending one", n, err)
 	}
 }

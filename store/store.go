@@ -90,6 +90,15 @@ func (c TelemetryColumns) Record() arrow.RecordBatch {
 	return rec
 }
 
+// MetricError is MetricID refusing a metric name itself — not valid, or
+// no room for another — as opposed to the store failing to register it:
+// telemetry naming it will never be stored, whereas after a failure it may
+// be once the store recovers.
+type MetricError struct{ msg string }
+
+// Error says which name was refused and why.
+func (e *MetricError) Error() string { return e.msg }
+
 // Errors callers branch on.
 var (
 	// ErrUnknownDevice: no device of that name is registered.
@@ -421,7 +430,7 @@ func (s *Store) MetricID(ctx context.Context, name string) (int16, error) {
 		return id, nil
 	}
 	if !ValidMetricName(name) {
-		return 0, fmt.Errorf("metric %q: a metric name is 1-64 letters, digits or _ . : - and starts with a letter or _", name)
+		return 0, &MetricError{fmt.Sprintf("metric %q: a metric name is 1-64 letters, digits or _ . : - and starts with a letter or _", name)}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -429,7 +438,7 @@ func (s *Store) MetricID(ctx context.Context, name string) (int16, error) {
 		return id, nil
 	}
 	if len(s.metricIDs) >= 1<<15-1 {
-		return 0, fmt.Errorf("metric %q: the store already holds %d metric names, the most it can", name, len(s.metricIDs))
+		return 0, &MetricError{fmt.Sprintf("metric %q: the store already holds %d metric names, the most it can", name, len(s.metricIDs))}
 	}
 	id = int16(len(s.metricIDs))
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO metrics VALUES (?, ?)`, id, name); err != nil {
