@@ -70,11 +70,18 @@ type Message struct {
 
 // Sink takes telemetry messages from a gateway. Submit may block to apply
 // backpressure; it returns an error only when the message will never be
-// settled (for example the sink is shutting down), in which case the gateway
-// must not acknowledge it. It must be safe for concurrent use.
+// settled (for example the sink is shutting down: ErrSinkClosed), in which
+// case the gateway must not acknowledge it. It must be safe for concurrent
+// use.
 type Sink interface {
 	Submit(ctx context.Context, m Message) error
 }
+
+// ErrSinkClosed is what a Sink's Submit returns, wrapped, once it takes no
+// more messages because vigil is shutting down. A gateway then stops taking
+// telemetry, but keeps its connections until it is closed itself, so the
+// acknowledgements of the sink's last commit still reach the devices.
+var ErrSinkClosed = errors.New("telemetry sink closed: vigil is shutting down")
 
 // Command is a cloud-to-device command.
 type Command struct {

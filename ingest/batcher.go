@@ -17,8 +17,9 @@ import (
 	"github.com/vigil-iot/vigil/store"
 )
 
-// ErrClosed is returned by Submit once the Batcher is closing.
-var ErrClosed = errors.New("ingest: batcher closed")
+// ErrClosed is returned by Submit once the Batcher is closing; it wraps
+// gateway.ErrSinkClosed.
+var ErrClosed = fmt.Errorf("ingest: batcher closed: %w", gateway.ErrSinkClosed)
 
 // Committer writes a batch durably: when Commit returns nil every row is
 // stored, when it returns an error none is. It is *store.Store in vigil.

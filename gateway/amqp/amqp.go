@@ -36,7 +36,7 @@ type Stats struct {
 	Telemetry      int64 // telemetry messages handed to the sink
 	Accepted       int64 // telemetry messages accepted after the sink stored them
 	Released       int64 // telemetry messages released for redelivery (the sink could not store them)
-	Unsettled      int64 // settlements that could not be sent (connection gone; the broker redelivers)
+	Unsettled      int64 // settlements that could not be sent (the connection gone, or then ended by vigil; the broker redelivers)
 	RefusedNoID    int64 // messages rejected for carrying no device identity
 	RefusedUnknown int64 // messages rejected from devices vigil does not know
 	RefusedOff     int64 // messages rejected from disabled devices
@@ -83,13 +83,18 @@ type Gateway struct {
 	commandResetsDone                                               atomic.Int64 // of commandResets, those whose end completed
 
 	perSource map[string]*sourceCounters // by address; fixed at New
+
+	// sinkClosed is closed when the sink says it takes no more
+	// (gateway.ErrSinkClosed): the receivers stop taking telemetry.
+	sinkClosed chan struct{}
+	stopTaking sync.Once
 }
 
 var _ gateway.Sender = (*Gateway)(nil)
 
 // New builds a gateway; it connects when Start is called.
 func New(cfg Config, reg Registry, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
-	g := &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp"), perSource: map[string]*sourceCounters{}}
+	g := &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp"), perSource: map[string]*sourceCounters{}, sinkClosed: make(chan struct{})}
 	for _, addr := range cfg.Sources {
 		g.perSource[addr] = &sourceCounters{}
 	}
@@ -245,6 +250,10 @@ type link struct {
 	feedback *amqp.Receiver
 	work     chan gateway.Message
 
+	// fail ends serve with its error: the connection is closed and made
+	// again.
+	fail func(error)
+
 	smu     sync.Mutex
 	csess   *amqp.Session           // the commands' session, begun with the first command
 	senders map[string]*commandLink // by address, on csess
@@ -321,6 +330,7 @@ func (l *link) serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	fail := func(err error) { cancel(err) }
+	l.fail = fail
 	for _, src := range l.sources {
 		wg.Go(func() { fail(src.receive(ctx)) })
 		wg.Go(src.settler)
@@ -360,6 +370,16 @@ func (src *source) receive(ctx context.Context) error {
 			return fmt.Errorf("receive %s: %w", src.addr, err)
 		}
 		src.count.received.Add(1)
+		select {
+		case <-g.sinkClosed:
+			// Nothing more is taken: the broker has this one back, and
+			// the rest of the credit waits unsettled until vigil closes
+			// the connection, which gives them back too.
+			src.settleLater(settlement{msg: msg, outcome: release})
+			<-ctx.Done()
+			return context.Cause(ctx)
+		default:
+		}
 		dev, rej := g.identify(msg)
 		if rej != nil {
 			src.settleLater(settlement{msg: msg, outcome: reject, err: rej})
@@ -401,9 +421,18 @@ func (l *link) submitter(ctx context.Context, fail func(error)) {
 		select {
 		case m := <-l.work:
 			if err := l.g.sink.Submit(ctx, m); err != nil {
-				// The sink will never settle it: give it back, and stop
-				// taking messages until a new connection.
+				// The sink will never settle it: give it back.
 				m.Settle(err)
+				if errors.Is(err, gateway.ErrSinkClosed) {
+					// vigil is shutting down: take no more, but keep the
+					// connection for the last commit's dispositions.
+					l.g.stopTaking.Do(func() {
+						close(l.g.sinkClosed)
+						l.g.log.Info("telemetry no longer taken: vigil is shutting down")
+					})
+					continue
+				}
+				// Stop taking messages until a new connection.
 				fail(fmt.Errorf("sink refused telemetry: %w", err))
 				return
 			}
@@ -439,9 +468,16 @@ func (src *source) settleFunc(msg *amqp.Message) func(error) {
 }
 
 func (src *source) settleLater(s settlement) {
+	done := src.l.conn.Done()
+	select {
+	case <-done: // the broker redelivers what was not settled
+		src.l.g.unsettled.Add(1)
+		return
+	default:
+	}
 	select {
 	case src.settle <- s:
-	case <-src.l.conn.Done(): // the broker redelivers what was not settled
+	case <-done:
 		src.l.g.unsettled.Add(1)
 	}
 }
@@ -469,6 +505,8 @@ func (src *source) settler() {
 			select {
 			case s = <-src.settle:
 			case <-l.conn.Done():
+				// What was queued for this connection is not settled.
+				g.unsettled.Add(int64(len(src.settle)))
 				return
 			}
 		}
@@ -493,6 +531,16 @@ func (src *source) settler() {
 		}
 		if err != nil {
 			g.unsettled.Add(1)
+			select {
+			case <-l.conn.Done():
+			default:
+				// The connection is up but the disposition was not sent
+				// (a write stalled past settleTimeout): the message stays
+				// unsettled on this link, holding its credit, until the
+				// connection ends, so end it; the broker then delivers it
+				// again.
+				l.fail(fmt.Errorf("settle a message of %s: %w", src.addr, err))
+			}
 		}
 	}
 }
@@ -602,7 +650,12 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			outcomeErr = &amqp.Error{Condition: amqp.ErrCondInvalidField, Description: bad}
 		} else {
 			g.ackCount.Add(1)
-			if err := g.acks.HandleAck(ctx, a); err != nil {
+			// Not the link's context: an acknowledgement received is
+			// recorded even when the link is going down meanwhile.
+			hctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+			err := g.acks.HandleAck(hctx, a)
+			cancel()
+			if err != nil {
 				g.badAcks.Add(1)
 				g.log.Warn("command acknowledgement not applied", "device", dev.Name, "command", a.CommandID, "err", err)
 			}
@@ -679,16 +732,45 @@ func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 		exp := c.Expires.UTC()
 		msg.Properties.AbsoluteExpiryTime = &exp
 	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.SendTimeout)
+	defer cancel()
 	snd, release, err := l.sender(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("amqp command %s to %s: %w", c.ID, c.Device, err)
 	}
 	defer release()
 	if err := snd.Send(ctx, msg, nil); err != nil {
+		l.dropSender(addr, snd, err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("the broker did not take it within %s (is it blocking publishers, a memory or disk alarm?): %w", g.cfg.SendTimeout, err)
+		}
 		return fmt.Errorf("amqp command %s to %s: %w", c.ID, c.Device, err)
 	}
 	g.commands.Add(1)
 	return nil
+}
+
+// dropSender forgets the sender to addr when err says its link, or the
+// session it is on, has ended (RabbitMQ ends the session when a publish
+// fails, say to an exchange deleted since), so that the next command
+// attaches afresh instead of failing on it until the connection drops.
+func (l *link) dropSender(addr string, snd *amqp.Sender, err error) {
+	var linkErr *amqp.LinkError
+	var sessErr *amqp.SessionError
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	switch {
+	case errors.As(err, &sessErr):
+		if c, ok := l.senders[addr]; ok && c.s == snd {
+			// Every sender of the session went with it.
+			clear(l.senders)
+			l.csess = nil
+		}
+	case errors.As(err, &linkErr):
+		if c, ok := l.senders[addr]; ok && c.s == snd {
+			delete(l.senders, addr)
+		}
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/internal/logtest"
+	"github.com/vigil-iot/vigil/internal/proxytest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
 	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
@@ -638,5 +639,102 @@ func TestExchangeSourceIsWarnedAbout(t *testing.T) {
 		if got := strings.Contains(log.String(), "telemetry source is not a queue"); got != warned {
 			t.Errorf("%s: warned %v, want %v:\n%s", src, got, warned, log)
 		}
+	}
+}
+
+// TestSendGivesUpWhenTheBrokerDoesNotAnswer: a command send that the
+// broker never answers (here a proxy drops what vigil sends; a broker
+// blocking publishers during a memory or disk alarm does the same) returns
+// an error after SendTimeout, though the caller's context has no deadline:
+// the scoring pipeline calls Send and would otherwise wait for good.
+func TestSendGivesUpWhenTheBrokerDoesNotAnswer(t *testing.T) {
+	b := needBroker(t)
+	names := []string{"quiet-dev"}
+	vhost, _ := b.Provision(t, names...)
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := proxytest.Start(t, proxytest.Listen(t), u.Host)
+	u.Host = proxy.Addr
+	v := startVigil(t, b, vhost, names, func(c *Config) { c.URL, c.SendTimeout = u.String(), time.Second })
+	cmd := func(id string) gateway.Command {
+		return gateway.Command{ID: id, Device: names[0], Name: "reduce_load", Payload: json.RawMessage(`{"percent": 10}`), Expires: time.Now().Add(time.Minute)}
+	}
+	if err := v.gw.Send(context.Background(), cmd("cmd-1")); err != nil {
+		t.Fatalf("send through the proxy: %v", err)
+	}
+	proxy.Hold()
+	sent := make(chan error, 1)
+	go func() { sent <- v.gw.Send(context.Background(), cmd("cmd-2")) }()
+	select {
+	case err := <-sent:
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not take it within 1s") {
+			t.Fatalf("send the broker never answered: %v, want it to give up after the send timeout and say so", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a send the broker never answered was still waiting after 20 s")
+	}
+}
+
+// closingSink holds the messages it takes; once closed it refuses more
+// with gateway.ErrSinkClosed, as the batcher does while vigil shuts down.
+type closingSink struct {
+	held    chan gateway.Message
+	closed  chan struct{}
+	refused chan string
+}
+
+func (s *closingSink) Submit(_ context.Context, m gateway.Message) error {
+	select {
+	case <-s.closed:
+		s.refused <- m.ID
+		return fmt.Errorf("test sink: %w", gateway.ErrSinkClosed)
+	default:
+	}
+	s.held <- m
+	return nil
+}
+
+// TestClosedSinkKeepsTheLink: when the sink closes (vigil shutting down,
+// its last commit under way) and refuses the next message, the link gives
+// that message back and takes no more, but keeps the connection, so the
+// last commit's messages are still accepted; it neither drops the
+// connection nor reconnects. (It did both: the last commit's accepts found
+// the connection gone, and the broker delivered those messages again.)
+func TestClosedSinkKeepsTheLink(t *testing.T) {
+	b := needBroker(t)
+	const dev = "closing-dev"
+	vhost, keys := b.Provision(t, dev)
+	sink := &closingSink{held: make(chan gateway.Message, 4), closed: make(chan struct{}), refused: make(chan string, 4)}
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost = b.URL, vhost
+	var logs logtest.Buffer
+	g := New(cfg, fixedRegistry{dev: 1}, sink, make(ackChan, 1), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "the gateway to connect", g.Connected)
+	send := func(id string) {
+		m := amqp.NewMessage([]byte(`{"t": 1}`))
+		m.Properties = &amqp.MessageProperties{MessageID: id, UserID: []byte(dev)}
+		sendAs(t, b, vhost, dev, keys[dev], m)
+	}
+	send("last-committed")
+	last := <-sink.held // in the sink's last batch, not yet committed
+	close(sink.closed)
+	send("after-close")
+	if id := <-sink.refused; id != "after-close" {
+		t.Fatalf("the closed sink refused %q", id)
+	}
+	waitFor(t, 10*time.Second, "the refused message to be given back", func() bool { return g.Stats().Released >= 1 })
+	last.Settle(nil) // the last commit is done
+	waitFor(t, 10*time.Second, "the last commit's message to be accepted", func() bool { return g.Stats().Accepted == 1 })
+	if s := g.Stats(); s.Disconnects != 0 || s.Connects != 1 || s.Unsettled != 0 || !g.Connected() {
+		t.Fatalf("gateway %+v, connected %v: want the one connection kept, nothing unsettled", s, g.Connected())
+	}
+	if strings.Contains(logs.String(), "connection lost") {
+		t.Fatalf("a closing sink was logged as a lost connection:\n%s", logs.String())
 	}
 }

@@ -16,6 +16,11 @@ import (
 // every message in every run with 2000.
 const MinCredit = 2000
 
+// MaxCredit is the largest link credit Validate allows: ten times the
+// default, and each source sets aside room for twice its credit in
+// settlements.
+const MaxCredit = 100_000
+
 // Config sets up the broker link. The zero value is not usable; start from
 // DefaultConfig.
 type Config struct {
@@ -79,6 +84,11 @@ type Config struct {
 	MaxBody int
 	// DialTimeout bounds one connection attempt.
 	DialTimeout time.Duration
+	// SendTimeout bounds one command send, attaching its link included,
+	// whatever the caller's context: a broker that blocks publishers (a
+	// memory or disk alarm) must not hold the caller, which is the
+	// scoring pipeline, for good.
+	SendTimeout time.Duration
 	// MaxBackoff caps the wait between two connection attempts.
 	MaxBackoff time.Duration
 }
@@ -95,7 +105,8 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		URL: "amqp://127.0.0.1:5672", Sources: []string{DefaultSource}, CommandAddress: DefaultCommandAddress,
-		Feedback: DefaultFeedback, Credit: 10000, Workers: 2, MaxBody: 1 << 20, DialTimeout: 10 * time.Second, MaxBackoff: 5 * time.Second,
+		Feedback: DefaultFeedback, Credit: 10000, Workers: 2, MaxBody: 1 << 20, DialTimeout: 10 * time.Second, SendTimeout: 10 * time.Second,
+		MaxBackoff: 5 * time.Second,
 	}
 }
 
@@ -139,8 +150,11 @@ func (c Config) Validate() error {
 	if !strings.Contains(c.CommandAddress, "{id}") {
 		return fmt.Errorf("amqp: command address %q has no {id}: every device needs its own address", c.CommandAddress)
 	}
-	if c.Credit < MinCredit || c.Credit > 1<<30 {
+	if c.Credit < MinCredit {
 		return fmt.Errorf("amqp: credit %d: must be at least %d (RabbitMQ 3.10 can stall with less)", c.Credit, MinCredit)
+	}
+	if c.Credit > MaxCredit {
+		return fmt.Errorf("amqp: credit %d: must be at most %d (each source keeps room to settle twice its credit; the messages in flight take about credit × message size)", c.Credit, MaxCredit)
 	}
 	if len(c.TrustedGateways) > 0 && c.TrustProperty == "" {
 		return fmt.Errorf("amqp: trusted gateways %q without a trust property: name the application property they put the device id in", c.TrustedGateways)
@@ -151,8 +165,8 @@ func (c Config) Validate() error {
 	if c.MaxBody < 1 {
 		return fmt.Errorf("amqp: max body %d: must be at least 1 byte", c.MaxBody)
 	}
-	if c.DialTimeout <= 0 || c.MaxBackoff <= 0 {
-		return fmt.Errorf("amqp: dial timeout (%s) and max backoff (%s) must be positive", c.DialTimeout, c.MaxBackoff)
+	if c.DialTimeout <= 0 || c.SendTimeout <= 0 || c.MaxBackoff <= 0 {
+		return fmt.Errorf("amqp: dial timeout (%s), send timeout (%s) and max backoff (%s) must be positive", c.DialTimeout, c.SendTimeout, c.MaxBackoff)
 	}
 	return nil
 }

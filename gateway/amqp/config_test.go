@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -37,6 +38,8 @@ func TestValidate(t *testing.T) {
 		{"one source twice", func(c *Config) { c.Sources = []string{"/amq/queue/shard.0", "/amq/queue/shard.0"} }, "named twice"},
 		{"command address without id", func(c *Config) { c.CommandAddress = "/exchange/amq.topic/commands" }, "{id}"},
 		{"credit that stalls", func(c *Config) { c.Credit = 100 }, "at least 2000"},
+		{"credit too large", func(c *Config) { c.Credit = 1 << 30 }, "at most 100000"},
+		{"no send timeout", func(c *Config) { c.SendTimeout = 0 }, "send timeout"},
 		{"no workers", func(c *Config) { c.Workers = 0 }, "workers"},
 		{"no body", func(c *Config) { c.MaxBody = 0 }, "max body"},
 		{"no backoff", func(c *Config) { c.MaxBackoff = 0 }, "backoff"},
@@ -168,5 +171,11 @@ func TestDiagnoseCertificates(t *testing.T) {
 		if !strings.Contains(what, tc.what) || !strings.Contains(hint, tc.hint) {
 			t.Errorf("%v: %q / %q; want %q / %q", tc.err, what, hint, tc.what, tc.hint)
 		}
+	}
+	// A declare or attach that ran out of time is a slow broker, not a
+	// refusal of the address.
+	what, hint := diagnose(&stageError{stage: "attach", addr: "/amq/queue/x", err: fmt.Errorf("attach: %w", context.DeadlineExceeded)}, cfg)
+	if !strings.Contains(what, "did not answer") || strings.Contains(what, "refused") || !strings.Contains(hint, "timeout") {
+		t.Errorf("attach timed out: %q / %q; want the broker not answering in time, not a refusal", what, hint)
 	}
 }

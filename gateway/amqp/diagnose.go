@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -71,6 +72,12 @@ func diagnose(err error, cfg Config) (what, hint string) {
 	case stage == "session" && errors.As(err, &amqpErr) && amqpErr.Condition == amqp.ErrCondUnauthorizedAccess:
 		return "the broker refused " + user + " on virtual host " + vhost,
 			fmt.Sprintf("check that --amqp-vhost %s exists and that %s may use it: rabbitmqctl set_permissions -p %s %s '.*' '.*' '.*'", vhost, user, vhost, user)
+	case stage != "dial" && stage != "" && errors.Is(err, context.DeadlineExceeded):
+		what := "the broker did not answer in time"
+		if se.addr != "" {
+			what += " (" + stage + " " + se.addr + ")"
+		}
+		return what, fmt.Sprintf("is it overloaded or far away? an attempt has %s (the dial timeout) to connect, declare and attach", cfg.DialTimeout)
 	case stage == "declare" || stage == "attach":
 		return "the broker refused address " + se.addr,
 			fmt.Sprintf("check the address (RabbitMQ 3.x: /amq/queue/NAME, /queue/NAME, /exchange/NAME/KEY) and that %s may configure, read and write it on %s", user, vhost)
