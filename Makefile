@@ -29,7 +29,7 @@ test-race:
 # timings stretch past what they wait for.)
 race:
 	$(GO) test $(TAGS) -race -count=1 -timeout 15m ./ingest ./actions ./api ./gateway/... ./store
-	$(GO) test $(TAGS) -race -count=1 -timeout 15m -run 'TestEndToEnd|TestShards|TestNewDefault|TestPerSeries|TestHTTP|TestTLS|TestModel|TestMultivariate|TestCloseCommitsInFlight' ./server
+	$(GO) test $(TAGS) -race -count=1 -timeout 15m -run 'TestEndToEnd|TestShards|TestNewDefault|TestPerSeries|TestHTTP|TestTLS|TestModel|TestMultivariate|TestClose|TestMetrics' ./server
 
 test-short:
 	$(GO) test $(TAGS) -short -count=1 $(PKGS)
