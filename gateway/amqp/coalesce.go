@@ -18,6 +18,13 @@ import (
 // and the link reconnects; frames queued when it happened are lost, as
 // they would be in the kernel's send buffer, and unsettled messages are
 // redelivered by the broker.
+//
+// The coalescer owns the connection's write deadline: a write deadline
+// set by the caller would apply to bytes queued before it and written
+// after, so it is ignored. crypto/tls, which runs on top of the coalescer
+// for amqps://, sets it to now right after queueing its close_notify;
+// applied, it made the writer drop that alert and the last frames queued
+// before it.
 type coalescer struct {
 	net.Conn
 	mu      sync.Mutex
@@ -25,12 +32,23 @@ type coalescer struct {
 	buf     []byte     // bytes queued for the next write
 	err     error      // the first write error, returned from then on
 	closing bool
+	flushBy time.Time     // once closing: when the writer gives up
 	wake    chan struct{} // one pending signal: buf has bytes
 	done    chan struct{} // closed when the writer goroutine ends
 }
 
 // coalesceMax bounds the bytes queued: Write blocks beyond it.
 const coalesceMax = 1 << 20
+
+// coalesceWriteTimeout bounds one network write of the queued bytes, as
+// go-amqp's own write timeout would one frame's.
+const coalesceWriteTimeout = 30 * time.Second
+
+// SetWriteDeadline is ignored: the writer sets its own (see coalescer).
+func (w *coalescer) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets the read deadline only (see coalescer).
+func (w *coalescer) SetDeadline(t time.Time) error { return w.Conn.SetReadDeadline(t) }
 
 func newCoalescer(c net.Conn) *coalescer {
 	w := &coalescer{Conn: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
@@ -69,11 +87,16 @@ func (w *coalescer) writer() {
 		runtime.Gosched()
 		w.mu.Lock()
 		out, w.buf = w.buf, out[:0]
+		deadline := time.Now().Add(coalesceWriteTimeout)
+		if w.closing && w.flushBy.Before(deadline) {
+			deadline = w.flushBy
+		}
 		w.mu.Unlock()
 		w.space.Broadcast()
 		if len(out) == 0 {
 			continue
 		}
+		_ = w.Conn.SetWriteDeadline(deadline)
 		if _, err := w.Conn.Write(out); err != nil {
 			w.mu.Lock()
 			w.err = err
@@ -91,11 +114,13 @@ func (w *coalescer) Close() error {
 	w.mu.Lock()
 	if !w.closing {
 		w.closing = true
+		w.flushBy = time.Now().Add(time.Second)
 		close(w.wake)
 	}
+	flushBy := w.flushBy
 	w.mu.Unlock()
 	w.space.Broadcast()
-	_ = w.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = w.Conn.SetWriteDeadline(flushBy) // a write in progress too
 	<-w.done
 	return w.Conn.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -122,6 +123,91 @@ func TestCoalescerReportsWriteErrors(t *testing.T) {
 	}
 	if _, closed := gc.snapshot(); !closed {
 		t.Fatal("the connection was not closed after the network error")
+	}
+}
+
+// TestCoalescerOwnsTheWriteDeadline: a write deadline the caller sets
+// does not cut bytes already queued. crypto/tls, on top of the coalescer
+// for amqps://, sets the deadline to now right after queueing its
+// close_notify; when the coalescer let that reach its socket, the writer's
+// next write failed and what was queued — the last frames, the alert — was
+// lost.
+func TestCoalescerOwnsTheWriteDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	w := newCoalescer(nc)
+	defer w.Close()
+	if err := w.SetWriteDeadline(time.Now()); err != nil { // as tls.Conn.Close does
+		t.Fatal(err)
+	}
+	want := []byte("the last frames")
+	if _, err := w.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the peer read %q, %v; want %q", got, err, want)
+	}
+}
+
+// TestCoalescerUnderTLSDeliversTheLastBytes: with TLS on top of the
+// coalescer, as for amqps://, what is written right before Close — the
+// last frames, then TLS's close_notify — reaches the peer, which reads
+// every byte and a clean end of stream.
+func TestCoalescerUnderTLSDeliversTheLastBytes(t *testing.T) {
+	cert := tlstest.SelfSigned(t, "peer")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		got []byte
+		err error
+	}
+	received := make(chan result, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			got, err := io.ReadAll(tls.Server(c, cert.ServerConfig(t))) // nil error: close_notify came
+			c.Close()
+			received <- result{got, err}
+		}
+	}()
+	clientCfg := cert.ClientConfig()
+	clientCfg.ServerName = "localhost"
+	for round := range 5 {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := tls.Client(newCoalescer(nc), clientCfg)
+		want := bytes.Repeat(fmt.Appendf(nil, "frame-%02d;", round), 2000)
+		if _, err := tc.Write(want); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.Close(); err != nil {
+			t.Fatalf("round %d: close: %v", round, err)
+		}
+		if r := <-received; r.err != nil || !bytes.Equal(r.got, want) {
+			t.Fatalf("round %d: the peer read %d of %d bytes, then %v; want all of them and a clean close_notify", round, len(r.got), len(want), r.err)
+		}
 	}
 }
 
