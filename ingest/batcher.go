@@ -407,8 +407,8 @@ func (b *Batcher) forget(t time.Time) {
 // this batch.
 func (b *Batcher) add(p *pending, it item) {
 	m := it.msg
+	key := store.MessageKey{Device: m.Device.ID, ID: m.ID}
 	if m.ID != "" {
-		key := store.MessageKey{Device: m.Device.ID, ID: m.ID}
 		if b.seen.has(key) {
 			b.duplicates.Add(1)
 			if m.Settle != nil {
@@ -451,7 +451,6 @@ func (b *Batcher) add(p *pending, it item) {
 		}
 	}
 	if m.ID != "" {
-		key := store.MessageKey{Device: m.Device.ID, ID: m.ID}
 		p.keys[key] = m.Received
 		p.ids.Field(0).(*array.Int32Builder).Append(m.Device.ID)
 		p.ids.Field(1).(*array.StringBuilder).Append(m.ID)

@@ -85,20 +85,8 @@ var (
 // collector reads the server's counters at each scrape.
 type collector struct{ s *Server }
 
-// Describe sends every metric's description.
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		devicesRegistered, modelsApplied, modelsWaiting, anomalies, readingsScored, scoringQueue,
-		ingestMessages, ingestReadings, ingestDead, ingestDuplicates, ingestEvicted, ingestCommits, ingestCommitTimes,
-		mqttSessions, mqttConnects, mqttRefused, mqttDenied, mqttMessages, mqttAcks, mqttBadAcks,
-		httpMessages, httpInvalid, httpRefused, httpLimited, httpPolls, httpDelivered, httpAnswers, httpBadAnswers,
-		amqpConnected, amqpConnects, amqpDisconnects, amqpReceived, amqpAccepted, amqpRejected, amqpReleased,
-		amqpUnsettled, amqpCommands, amqpResets, amqpAcks, amqpBadAcks,
-		commands, verification, recovered,
-	} {
-		ch <- d
-	}
-}
+// Describe sends the description of every metric Collect sends.
+func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
 // Collect sends every metric's value now.
 func (c collector) Collect(ch chan<- prometheus.Metric) {

@@ -14,13 +14,20 @@ import (
 	"github.com/vigil-iot/vigil/store"
 )
 
+// closeOnlyConfig is a test configuration whose batches only Close
+// commits.
+func closeOnlyConfig(t *testing.T) Config {
+	cfg := testConfig(t)
+	cfg.Ingest.MaxDelay, cfg.Ingest.MaxRows, cfg.Ingest.Idle = time.Hour, 1_000_000, 0
+	return cfg
+}
+
 // TestCloseCommitsInFlight: messages waiting in a batch when the server is
 // told to stop are committed, and their devices acknowledged, before the
 // devices are disconnected.
 func TestCloseCommitsInFlight(t *testing.T) {
 	ctx := context.Background()
-	cfg := testConfig(t)
-	cfg.Ingest.MaxDelay, cfg.Ingest.MaxRows, cfg.Ingest.Idle = time.Hour, 1_000_000, 0 // only Close can commit
+	cfg := closeOnlyConfig(t)
 	srv, err := Start(ctx, cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +83,7 @@ func TestCloseCommitsInFlight(t *testing.T) {
 // channel without waiting for the batcher.
 func TestCloseWithAnEndedContext(t *testing.T) {
 	ctx := context.Background()
-	cfg := testConfig(t)
-	cfg.Ingest.MaxDelay, cfg.Ingest.MaxRows, cfg.Ingest.Idle = time.Hour, 1_000_000, 0 // only Close can commit
+	cfg := closeOnlyConfig(t)
 	srv, err := Start(ctx, cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)

@@ -759,17 +759,16 @@ func (l *link) dropSender(addr string, snd *amqp.Sender, err error) {
 	var sessErr *amqp.SessionError
 	l.smu.Lock()
 	defer l.smu.Unlock()
+	if c, ok := l.senders[addr]; !ok || c.s != snd {
+		return // already replaced
+	}
 	switch {
 	case errors.As(err, &sessErr):
-		if c, ok := l.senders[addr]; ok && c.s == snd {
-			// Every sender of the session went with it.
-			clear(l.senders)
-			l.csess = nil
-		}
+		// Every sender of the session went with it.
+		clear(l.senders)
+		l.csess = nil
 	case errors.As(err, &linkErr):
-		if c, ok := l.senders[addr]; ok && c.s == snd {
-			delete(l.senders, addr)
-		}
+		delete(l.senders, addr)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -143,13 +144,34 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 		unsettled = unsettled[:0]
 		cols.Reset()
 	}
+	// A queue drains at thousands of messages a second; half a minute
+	// without one is RabbitMQ 3.10's credit stall (see Config.Credit),
+	// which no wait ends. A watchdog checks progress, so the loop pays no
+	// timer per message (it would weigh on the baseline).
+	var received atomic.Int64
+	ctx, stall := context.WithCancel(ctx)
+	defer stall()
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		last := int64(-1)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n := received.Load()
+				if n == last {
+					stall()
+					return
+				}
+				last = n
+			}
+		}
+	}()
 	for i := range n {
-		// A queue drains at thousands of messages a second; half a minute
-		// without one is RabbitMQ 3.10's credit stall (see Config.Credit),
-		// which no wait ends.
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		m, err := rcv.Receive(rctx, nil)
-		cancel()
+		m, err := rcv.Receive(ctx, nil)
+		received.Add(1)
 		if err != nil {
 			tb.Fatalf("bare consumer (%s), message %d of %d, %d received but not accepted: %v; a broker that stops delivering with credit left is RabbitMQ 3.10's credit stall: run the benchmark again", queue, i+1, n, len(unsettled), err)
 		}
