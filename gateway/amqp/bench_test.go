@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -219,8 +220,10 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 // that each consumer goes first once.
 //
 // Beside the rates it reports the CPU time this process spends per message
-// with each consumer (the broker's excluded) and how many of the machine's
-// cores were busy while it ran. When the broker shares the machine and the
+// with each consumer (the broker's excluded), the broker's CPU time per
+// message (when its node's pid file is in VIGIL_RABBIT_DIR, as
+// .ci/rabbitmq keeps it) and how many of the machine's cores were busy
+// while it ran. When the broker shares the machine and the
 // cores are all busy, a consumer's rate is the cores over the broker's and
 // its own CPU per message, so vigil's extra CPU per message over the bare
 // consumer is what lowers its rate. It also reports vigil's readings per
@@ -243,7 +246,9 @@ func BenchmarkAMQPConsume(b *testing.B) {
 	var took [4]time.Duration // each consumer's drain time
 	var cpu [4]int64          // CPU time of this process (the broker excluded) in each consumer's runs, ns
 	var busy [4]float64       // the machine's busy CPU time in each consumer's runs, s
-	var commits int64         // vigil's batches
+	var brokerCPU [4]float64  // the broker's CPU time in each consumer's runs, s
+	_, brokerKnown := brokerBusy()
+	var commits int64 // vigil's batches
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -302,10 +307,13 @@ func BenchmarkAMQPConsume(b *testing.B) {
 		for k := range runs {
 			r := (i + k) % len(runs)
 			c0, m0, t0 := cpuTime(b), machineBusy(b), time.Now()
+			r0, _ := brokerBusy()
 			runs[r]()
 			took[r] += time.Since(t0)
 			cpu[r] += cpuTime(b) - c0
 			busy[r] += machineBusy(b) - m0
+			r1, _ := brokerBusy()
+			brokerCPU[r] += r1 - r0
 		}
 
 		b.StopTimer()
@@ -332,6 +340,9 @@ func BenchmarkAMQPConsume(b *testing.B) {
 		b.ReportMetric(total/took[k].Seconds(), name+"_msgs/s")
 		b.ReportMetric(float64(cpu[k])/total/1e3, name+"_cpu_µs/msg")
 		b.ReportMetric(busy[k]/took[k].Seconds(), name+"_machine_busy_cores")
+		if brokerKnown {
+			b.ReportMetric(brokerCPU[k]/total*1e6, name+"_broker_cpu_µs/msg")
+		}
 		if k != vigilRun {
 			b.ReportMetric(took[k].Seconds()/took[vigilRun].Seconds(), "vigil/"+name)
 		}
@@ -384,4 +395,36 @@ func machineBusy(b *testing.B) float64 {
 		busy += n
 	}
 	return busy / 100 // USER_HZ
+}
+
+// brokerBusy returns the CPU time the test broker's node has used, user
+// and system, in seconds, from /proc/PID/stat of the pid in the node's pid
+// file (.ci/rabbitmq keeps it in VIGIL_RABBIT_DIR), and false when that is
+// not to be had.
+func brokerBusy() (float64, bool) {
+	dir := os.Getenv("VIGIL_RABBIT_DIR")
+	if dir == "" {
+		return 0, false
+	}
+	pid, err := os.ReadFile(filepath.Join(dir, "rabbit.pid"))
+	if err != nil {
+		return 0, false
+	}
+	data, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command, in parentheses, may hold spaces: fields count from
+	// after it. utime and stime are the 14th and 15th fields.
+	_, rest, ok := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return (ut + st) / 100, true // USER_HZ
 }
