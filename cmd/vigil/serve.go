@@ -46,6 +46,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpCommands := fs.String("amqp-commands", amqpDef.CommandAddress, "address template for a device's commands; {id} is the device id")
 	amqpFeedback := fs.String("amqp-feedback", amqpDef.Feedback, "address devices send command acknowledgements to")
 	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
+	amqpAnnotation := fs.String("amqp-device-annotation", "", "take the device id from this message annotation, which the hub stamps on every message (Azure IoT Hub's built-in endpoint: iothub-connection-device-id)")
 	amqpGateways := fs.String("amqp-trusted-gateways", "", "comma-separated user-ids of the field gateways that may name a device in --amqp-trust-property; "+
 		"any other sender may name only itself (default: anyone who can send to the source)")
 	amqpCA := fs.String("amqp-ca", "", "amqps://: trust the broker's certificate when one of the PEM CA certificates in this file signs it (default: the system's roots)")
@@ -80,7 +81,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *amqpURL != "" {
 		ac := amqpDef
 		ac.URL, ac.VHost, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback, *amqpTrust
-		ac.Sources, ac.TrustedGateways = commaList(*amqpSource), commaList(*amqpGateways)
+		ac.Sources, ac.TrustedGateways, ac.DeviceAnnotation = commaList(*amqpSource), commaList(*amqpGateways), *amqpAnnotation
 		ac.MaxBody, ac.Credit, ac.TLS = *amqpMaxBody, *amqpCredit, brokerTLSCfg
 		cfg.AMQP = &ac
 	}

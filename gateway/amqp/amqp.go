@@ -290,7 +290,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 	}
 	// A receiver attach to a missing queue takes the connection down:
 	// declare (durable) first, with a sender attach to /queue/NAME.
-	for _, addr := range append(slices.Clone(g.cfg.Sources), g.cfg.Feedback) {
+	for _, addr := range g.addresses() {
 		if q := queueToDeclare(addr); q != "" {
 			if _, err := sess.NewSender(ctx, q, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration}); err != nil {
 				return nil, &stageError{stage: "declare", addr: q, err: err}
@@ -310,10 +310,22 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 			settle: make(chan settlement, 2*g.cfg.Credit),
 		})
 	}
+	if g.cfg.Feedback == "" {
+		return l, nil
+	}
 	if l.feedback, err = sess.NewReceiver(ctx, g.cfg.Feedback, g.receiverOptions(g.cfg.Feedback)); err != nil {
 		return nil, &stageError{stage: "attach", addr: g.cfg.Feedback, err: err}
 	}
 	return l, nil
+}
+
+// addresses are the sources and the feedback address, if any: what the
+// gateway receives from.
+func (g *Gateway) addresses() []string {
+	if g.cfg.Feedback == "" {
+		return g.cfg.Sources
+	}
+	return append(slices.Clone(g.cfg.Sources), g.cfg.Feedback)
 }
 
 func (g *Gateway) receiverOptions(addr string) *amqp.ReceiverOptions {
@@ -335,7 +347,9 @@ func (l *link) serve(ctx context.Context) error {
 		wg.Go(func() { fail(src.receive(ctx)) })
 		wg.Go(src.settler)
 	}
-	wg.Go(func() { fail(l.receiveFeedback(ctx)) })
+	if l.feedback != nil {
+		wg.Go(func() { fail(l.receiveFeedback(ctx)) })
+	}
 	for range l.g.cfg.Workers {
 		wg.Go(func() { l.submitter(ctx, fail) })
 	}
@@ -560,15 +574,21 @@ func (g *Gateway) identify(msg *amqp.Message) (gateway.Device, *amqp.Error) {
 		user = string(msg.Properties.UserID)
 	}
 	name := user
-	if g.cfg.TrustProperty != "" {
-		if v, ok := msg.ApplicationProperties[g.cfg.TrustProperty].(string); ok && v != "" && v != user {
-			if len(g.cfg.TrustedGateways) > 0 && !slices.Contains(g.cfg.TrustedGateways, user) {
-				g.refusedClaim.Add(1)
-				return gateway.Device{}, &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess,
-					Description: fmt.Sprintf("%q names device %q in %q, which only trusted field gateways may do: a device sends as itself, with its own user-id", user, v, g.cfg.TrustProperty)}
-			}
-			name = v
+	var claim any
+	var where string
+	switch {
+	case g.cfg.DeviceAnnotation != "":
+		claim, where = msg.Annotations[g.cfg.DeviceAnnotation], "annotation "+g.cfg.DeviceAnnotation
+	case g.cfg.TrustProperty != "":
+		claim, where = msg.ApplicationProperties[g.cfg.TrustProperty], "property "+g.cfg.TrustProperty
+	}
+	if v, ok := claim.(string); ok && v != "" && v != user {
+		if len(g.cfg.TrustedGateways) > 0 && !slices.Contains(g.cfg.TrustedGateways, user) {
+			g.refusedClaim.Add(1)
+			return gateway.Device{}, &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess,
+				Description: fmt.Sprintf("%q names device %q in %s, which only trusted field gateways may do: a device sends as itself, with its own user-id", user, v, where)}
 		}
+		name = v
 	}
 	if name == "" {
 		g.refusedNoID.Add(1)
@@ -712,6 +732,9 @@ func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 	l := g.currentLink()
 	if l == nil {
 		return fmt.Errorf("amqp command %s to %s: broker %s not connected: %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
+	}
+	if g.cfg.CommandAddress == "" {
+		return fmt.Errorf("amqp command %s to %s: broker %s is set up for telemetry only (no command address): %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
 	}
 	addr, subject := commandTarget(g.cfg.CommandAddress, c.Device)
 	msg := &amqp.Message{

@@ -357,6 +357,59 @@ func TestTrustedFieldGateway(t *testing.T) {
 	}
 }
 
+// TestDeviceAnnotation takes the device from a message annotation, as
+// behind Azure IoT Hub's built-in endpoint, which stamps every message with
+// iothub-connection-device-id: the hub's messages are stored under the
+// device each names, an application property naming another is not
+// looked at, and a sender outside the trusted gateways may not use the
+// annotation to claim another device (on RabbitMQ senders set annotations
+// themselves). The link is set up as for a hub's telemetry endpoint, which
+// has no way to devices: no feedback address (none is declared) and no
+// command address (a command is refused as for a device out of reach).
+func TestDeviceAnnotation(t *testing.T) {
+	b := needBroker(t)
+	const hub, devA, devB, other = "hub", "hub-dev-a", "hub-dev-b", "plain-dev"
+	const annotation = "iothub-connection-device-id"
+	vhost, keys := b.Provision(t, hub, other)
+	v := startVigil(t, b, vhost, []string{devA, devB, other}, func(c *Config) {
+		c.DeviceAnnotation, c.TrustedGateways = annotation, []string{hub}
+		c.Feedback, c.CommandAddress = "", ""
+	})
+	stamped := func(user, device string, id uint64) *amqp.Message {
+		m := amqp.NewMessage([]byte(`{"temperature": 70.5, "vibration": 0.3}`))
+		m.Properties = &amqp.MessageProperties{MessageID: id, UserID: []byte(user)}
+		if device != "" {
+			m.Annotations = amqp.Annotations{annotation: device}
+		}
+		return m
+	}
+	sendAs(t, b, vhost, hub, keys[hub], stamped(hub, devA, 1))
+	m := stamped(hub, devB, 2)
+	m.ApplicationProperties = map[string]any{"device": devA} // not where the id is taken from
+	sendAs(t, b, vhost, hub, keys[hub], m)
+	sendAs(t, b, vhost, hub, keys[hub], stamped(hub, devA, 3))
+	// Without the annotation the user-id is the device: the hub is none.
+	sendAs(t, b, vhost, hub, keys[hub], stamped(hub, "", 4))
+	// A device may send as itself, annotated or not, but not claim another.
+	sendAs(t, b, vhost, other, keys[other], stamped(other, "", 5))
+	sendAs(t, b, vhost, other, keys[other], stamped(other, other, 6))
+	sendAs(t, b, vhost, other, keys[other], stamped(other, devB, 7))
+	waitFor(t, 10*time.Second, "every message", func() bool {
+		s := v.gw.Stats()
+		return s.Accepted == 5 && s.RefusedUnknown == 1 && s.RefusedClaim == 1
+	})
+	if got := v.storedReadings(t); got[devA] != 4 || got[devB] != 2 || got[other] != 4 || len(got) != 3 {
+		t.Fatalf("stored %v, want 4 readings of %s, 2 of %s, 4 of %s", got, devA, devB, other)
+	}
+	err := v.gw.Send(context.Background(), gateway.Command{ID: "c1", Device: devA, Name: "cool_down", Expires: time.Now().Add(time.Minute)})
+	if !errors.Is(err, gateway.ErrDeviceOffline) || !strings.Contains(err.Error(), "telemetry only") {
+		t.Fatalf("Send = %v, want the device out of reach through a telemetry-only link", err)
+	}
+	if queues := b.Run(t, "ctl", "list_queues", "-p", vhost, "--quiet", "name"); strings.Contains(queues, "feedback") {
+		t.Fatalf("queues %q: want no feedback queue declared without a feedback address", queues)
+	}
+}
+
 // TestBrokerRestart stops the broker (SIGTERM) in the middle of a stream
 // and starts it again: the gateway and the devices reconnect, devices send
 // again what the broker had not accepted, the broker redelivers what vigil

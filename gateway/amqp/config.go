@@ -41,10 +41,12 @@ type Config struct {
 	Sources []string
 	// CommandAddress is where a command to a device is sent; "{id}" is
 	// replaced by the device id. /exchange/X/KEY is sent as one link to
-	// /exchange/X with the routing key KEY in the subject.
+	// /exchange/X with the routing key KEY in the subject. Empty for a
+	// broker with no way to devices (Event Hubs): Send then says the
+	// device cannot be reached through it.
 	CommandAddress string
 	// Feedback is the address devices' command acknowledgements are
-	// received from; declared like Sources.
+	// received from; declared like Sources. Empty for none.
 	Feedback string
 	// Credit is the link credit of every receiver: how many messages may be
 	// delivered on it and not yet settled. It bounds the telemetry in flight
@@ -65,12 +67,20 @@ type Config struct {
 	// carries the device id, for a trusted field gateway that forwards for
 	// many devices. Messages without the property fall back to the user-id.
 	TrustProperty string
+	// DeviceAnnotation, when not empty, names a message annotation that
+	// carries the device id, for a hub that stamps each message with the
+	// device that sent it — Azure IoT Hub's built-in (Event Hub-compatible)
+	// endpoint puts it in iothub-connection-device-id — so devices cannot
+	// forge it there. Messages without it fall back to the user-id. Where
+	// senders may set annotations themselves (RabbitMQ) it is a claim like
+	// TrustProperty: set TrustedGateways. Not together with TrustProperty.
+	DeviceAnnotation string
 	// TrustedGateways, when not empty, are the user-ids (checked by the
 	// broker, as RabbitMQ does) whose messages may name a device in
-	// TrustProperty; a message from anyone else that names a device other
+	// TrustProperty or DeviceAnnotation; a message from anyone else that names a device other
 	// than its own user-id is rejected and counted (Stats.RefusedClaim), so
 	// devices and field gateways can share a source. When empty, anyone who
-	// may send to a source can claim any device through the property: leave
+	// may send to a source can claim any device through either: leave
 	// it empty only where the broker lets nothing but trusted field
 	// gateways write there, or does not check user-ids (Service Bus,
 	// Event Hubs).
@@ -133,7 +143,13 @@ func (c Config) Validate() error {
 		}
 		return nil
 	}
-	if err := errors.Join(checkAddr("feedback", c.Feedback), checkAddr("command address", c.CommandAddress)); err != nil {
+	optional := func(name, addr string) error {
+		if addr == "" {
+			return nil
+		}
+		return checkAddr(name, addr)
+	}
+	if err := errors.Join(optional("feedback", c.Feedback), optional("command address", c.CommandAddress)); err != nil {
 		return err
 	}
 	for i, s := range c.Sources {
@@ -147,7 +163,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("amqp: source %q is named twice: give each telemetry address once", s)
 		}
 	}
-	if !strings.Contains(c.CommandAddress, "{id}") {
+	if c.CommandAddress != "" && !strings.Contains(c.CommandAddress, "{id}") {
 		return fmt.Errorf("amqp: command address %q has no {id}: every device needs its own address", c.CommandAddress)
 	}
 	if c.Credit < MinCredit {
@@ -156,8 +172,11 @@ func (c Config) Validate() error {
 	if c.Credit > MaxCredit {
 		return fmt.Errorf("amqp: credit %d: must be at most %d (each source keeps room to settle twice its credit; the messages in flight take about credit × message size)", c.Credit, MaxCredit)
 	}
-	if len(c.TrustedGateways) > 0 && c.TrustProperty == "" {
-		return fmt.Errorf("amqp: trusted gateways %q without a trust property: name the application property they put the device id in", c.TrustedGateways)
+	if c.TrustProperty != "" && c.DeviceAnnotation != "" {
+		return fmt.Errorf("amqp: both a trust property (%q) and a device annotation (%q): the device id comes from one of them", c.TrustProperty, c.DeviceAnnotation)
+	}
+	if len(c.TrustedGateways) > 0 && c.TrustProperty == "" && c.DeviceAnnotation == "" {
+		return fmt.Errorf("amqp: trusted gateways %q without a trust property or device annotation: name where they put the device id", c.TrustedGateways)
 	}
 	if c.Workers < 1 {
 		return fmt.Errorf("amqp: workers %d: must be at least 1", c.Workers)

@@ -44,6 +44,7 @@ func TestValidate(t *testing.T) {
 		{"no body", func(c *Config) { c.MaxBody = 0 }, "max body"},
 		{"no backoff", func(c *Config) { c.MaxBackoff = 0 }, "backoff"},
 		{"trusted gateways without a property", func(c *Config) { c.TrustedGateways = []string{"fgw"} }, "trust property"},
+		{"a trust property and a device annotation", func(c *Config) { c.TrustProperty, c.DeviceAnnotation = "device", "iothub-connection-device-id" }, "one of them"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

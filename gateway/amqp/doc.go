@@ -27,8 +27,10 @@
 // checks against the authenticated user, or, for a trusted field gateway
 // that forwards for many devices, an application property named in
 // Config.TrustProperty, honoured only from the user-ids in
-// Config.TrustedGateways when that is set. Either is resolved through a
-// Registry; message bodies are never trusted for identity.
+// Config.TrustedGateways when that is set; or, behind a hub that stamps
+// every message with its sender (Azure IoT Hub's iothub-connection-device-id),
+// the message annotation named in Config.DeviceAnnotation. Each is resolved
+// through a Registry; message bodies are never trusted for identity.
 //
 // The gateway reconnects with exponential backoff (capped at
 // Config.MaxBackoff) whenever the connection is lost, also when the broker
