@@ -167,6 +167,20 @@ func (r registry) LookupDevice(name string) (gateway.Device, error) {
 	return gateway.Device{ID: d.ID, Name: d.Name}, nil
 }
 
+// SourcePosition returns how far the broker link has read a log source
+// (an Event Hubs partition), from the store.
+func (r registry) SourcePosition(ctx context.Context, source string) (string, bool, error) {
+	return r.st.SourcePosition(ctx, source)
+}
+
+// SaveSourcePosition records in the store how far the broker link has
+// read a log source.
+func (r registry) SaveSourcePosition(ctx context.Context, source, position string) error {
+	return r.st.SaveSourcePosition(ctx, source, position)
+}
+
+var _ amqp.Positions = registry{}
+
 // Start opens the store and starts every stage. On error, whatever was
 // started is stopped again.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {

@@ -64,6 +64,14 @@ var schema = []string{
 		msg_id    VARCHAR   NOT NULL,
 		received  TIMESTAMP NOT NULL
 	)`,
+	// Where vigil has read a log-like source (an Event Hubs partition) up
+	// to: the position of the last message of an unbroken run it has
+	// committed, for the gateway to resume after.
+	`CREATE TABLE IF NOT EXISTS source_positions (
+		source   VARCHAR PRIMARY KEY,
+		position VARCHAR   NOT NULL,
+		updated  TIMESTAMP NOT NULL
+	)`,
 	`CREATE TABLE IF NOT EXISTS models (
 		name         VARCHAR   NOT NULL,
 		version      INTEGER   NOT NULL,

@@ -523,6 +523,29 @@ func (s *Store) ForgetMessageIDs(ctx context.Context, before time.Time) error {
 	return nil
 }
 
+// SourcePosition returns the position saved for a source with
+// SaveSourcePosition, and false when there is none.
+func (s *Store) SourcePosition(ctx context.Context, source string) (string, bool, error) {
+	var pos string
+	err := s.db.QueryRowContext(ctx, `SELECT position FROM source_positions WHERE source = ?`, source).Scan(&pos)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("position of %s: %w", source, err)
+	}
+	return pos, true, nil
+}
+
+// SaveSourcePosition records how far a source has been read: the position
+// of the last message of an unbroken run whose messages are all committed.
+func (s *Store) SaveSourcePosition(ctx context.Context, source, position string) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO source_positions VALUES (?, ?, ?)`, source, position, time.Now().UTC()); err != nil {
+		return fmt.Errorf("save the position of %s: %w", source, err)
+	}
+	return nil
+}
+
 // Commit writes a batch in one transaction: readings in bulk through
 // DuckDB's Arrow scan (never row by row) and dead letters beside them. When
 // Commit returns nil every row is durable; on error none is.

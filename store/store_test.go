@@ -406,3 +406,33 @@ func TestRowGroupBatchesGoStraightToTheFile(t *testing.T) {
 		t.Fatalf("after a batch of %d rows: row groups %+v, want a full one of %d rows in the file, then 7", RowGroupRows+7, gs, RowGroupRows)
 	}
 }
+
+// TestSourcePositions: a saved position is read back, replaced by the next
+// one, kept apart per source and across a reopen; a source never saved has
+// none.
+func TestSourcePositions(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.SourcePosition(ctx, "hub/Partitions/0"); ok || err != nil {
+		t.Fatalf("fresh store: position found=%v, err %v; want none", ok, err)
+	}
+	for _, p := range []struct{ src, pos string }{{"hub/Partitions/0", "4096"}, {"hub/Partitions/1", "12"}, {"hub/Partitions/0", "8192"}} {
+		if err := s.SaveSourcePosition(ctx, p.src, p.pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if s, err = Open(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for src, want := range map[string]string{"hub/Partitions/0": "8192", "hub/Partitions/1": "12"} {
+		if got, ok, err := s.SourcePosition(ctx, src); !ok || err != nil || got != want {
+			t.Fatalf("%s after reopen: %q, %v, %v; want %q", src, got, ok, err, want)
+		}
+	}
+}

@@ -64,11 +64,14 @@ type sourceCounters struct{ received, accepted atomic.Int64 }
 // Gateway links vigil to an AMQP 1.0 broker. Create it with New, then
 // Start; it is safe for concurrent use.
 type Gateway struct {
-	cfg  Config
-	reg  Registry
-	sink gateway.Sink
-	acks gateway.AckHandler
-	log  *slog.Logger
+	cfg Config
+	reg Registry
+	// positions, when the Registry implements it, keeps how far log-like
+	// sources have been read.
+	positions Positions
+	sink      gateway.Sink
+	acks      gateway.AckHandler
+	log       *slog.Logger
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -95,6 +98,7 @@ var _ gateway.Sender = (*Gateway)(nil)
 // New builds a gateway; it connects when Start is called.
 func New(cfg Config, reg Registry, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
 	g := &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp"), perSource: map[string]*sourceCounters{}, sinkClosed: make(chan struct{})}
+	g.positions, _ = reg.(Positions)
 	for _, addr := range cfg.Sources {
 		g.perSource[addr] = &sourceCounters{}
 	}
@@ -237,6 +241,7 @@ type settlement struct {
 	msg     *amqp.Message
 	outcome outcome
 	err     *amqp.Error // reject only
+	mark    mark        // the message's place in its source's frontier
 }
 
 // link is one connection to the broker with its session and links. It is
@@ -298,12 +303,23 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 		}
 	}
 	for _, addr := range g.cfg.Sources {
-		recv, err := sess.NewReceiver(ctx, addr, g.receiverOptions(addr))
+		opts := g.receiverOptions(addr)
+		if g.positions != nil {
+			off, ok, err := g.positions.SourcePosition(ctx, addr)
+			if err != nil {
+				return nil, &stageError{stage: "position", addr: addr, err: err}
+			}
+			if ok {
+				opts.Filters = append(opts.Filters, resumeFilter(off))
+				g.log.Info("resuming a log source after the last message settled", "source", addr, "offset", off)
+			}
+		}
+		recv, err := sess.NewReceiver(ctx, addr, opts)
 		if err != nil {
 			return nil, &stageError{stage: "attach", addr: addr, err: err}
 		}
 		l.sources = append(l.sources, &source{
-			l: l, addr: addr, recv: recv, count: g.perSource[addr],
+			l: l, addr: addr, recv: recv, count: g.perSource[addr], front: newFrontier(),
 			// At most Credit messages are unsettled at a time, so a
 			// settlement never waits for room (twice that for a careless
 			// double settle).
@@ -372,6 +388,7 @@ type source struct {
 	recv   *amqp.Receiver
 	settle chan settlement
 	count  *sourceCounters
+	front  *frontier // how far the messages with an offset are settled
 }
 
 // receive hands every telemetry message of the source it may accept to the
@@ -384,45 +401,55 @@ func (src *source) receive(ctx context.Context) error {
 			return fmt.Errorf("receive %s: %w", src.addr, err)
 		}
 		src.count.received.Add(1)
+		var mk mark
+		if off, ok := logOffset(msg); ok {
+			mk = src.front.add(off)
+		}
 		select {
 		case <-g.sinkClosed:
 			// Nothing more is taken: the broker has this one back, and
 			// the rest of the credit waits unsettled until vigil closes
 			// the connection, which gives them back too.
-			src.settleLater(settlement{msg: msg, outcome: release})
+			src.settleLater(settlement{msg: msg, outcome: release, mark: mk})
 			<-ctx.Done()
 			return context.Cause(ctx)
 		default:
 		}
 		dev, rej := g.identify(msg)
 		if rej != nil {
-			src.settleLater(settlement{msg: msg, outcome: reject, err: rej})
+			src.settleLater(settlement{msg: msg, outcome: reject, err: rej, mark: mk})
 			continue
 		}
 		body, ok := messageBody(msg)
 		if !ok {
 			g.refusedBody.Add(1)
-			src.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+			src.settleLater(settlement{msg: msg, outcome: reject, mark: mk, err: &amqp.Error{
 				Condition: amqp.ErrCondDecodeError, Description: "body must be AMQP data sections or a string value holding JSON telemetry",
 			}})
 			continue
 		}
 		if len(body) > g.cfg.MaxBody {
 			g.refusedBody.Add(1)
-			src.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+			src.settleLater(settlement{msg: msg, outcome: reject, mark: mk, err: &amqp.Error{
 				Condition:   amqp.ErrCondMessageSizeExceeded,
 				Description: fmt.Sprintf("body of %d bytes is over the %d-byte limit: split the readings over several messages", len(body), g.cfg.MaxBody),
 			}})
 			continue
 		}
+		id := messageID(msg)
+		if id == "" && mk.ok {
+			// An event without a message-id is still one place in its
+			// log: read again after a restart, it is recognised by it.
+			id = src.addr + "@" + mk.offset
+		}
 		m := gateway.Message{
-			Device: dev, Source: src.addr, ID: messageID(msg), Body: body, Received: time.Now().UTC(),
-			Settle: src.settleFunc(msg), Patient: true,
+			Device: dev, Source: src.addr, ID: id, Body: body, Received: time.Now().UTC(),
+			Settle: src.settleFunc(msg, mk), Patient: true,
 		}
 		select {
 		case l.work <- m:
 		case <-ctx.Done():
-			src.settleLater(settlement{msg: msg, outcome: release})
+			src.settleLater(settlement{msg: msg, outcome: release, mark: mk})
 			return context.Cause(ctx)
 		}
 	}
@@ -462,22 +489,22 @@ func (l *link) submitter(ctx context.Context, fail func(error)) {
 // letter, so a dead-letter exchange on the broker's queue gets it too;
 // release on any other error, for the broker to deliver it again. It never
 // blocks: the settler goroutine sends the disposition.
-func (src *source) settleFunc(msg *amqp.Message) func(error) {
+func (src *source) settleFunc(msg *amqp.Message, mk mark) func(error) {
 	g := src.l.g
 	return func(err error) {
 		if reason, invalid := gateway.Invalid(err); invalid {
 			g.invalid.Add(1)
-			src.settleLater(settlement{msg: msg, outcome: reject, err: &amqp.Error{
+			src.settleLater(settlement{msg: msg, outcome: reject, mark: mk, err: &amqp.Error{
 				Condition:   amqp.ErrCondDecodeError,
 				Description: reason + " (kept by vigil as a dead letter)",
 			}})
 			return
 		}
 		if err != nil {
-			src.settleLater(settlement{msg: msg, outcome: release})
+			src.settleLater(settlement{msg: msg, outcome: release, mark: mk})
 			return
 		}
-		src.settleLater(settlement{msg: msg, outcome: accept})
+		src.settleLater(settlement{msg: msg, outcome: accept, mark: mk})
 	}
 }
 
@@ -516,6 +543,7 @@ func (src *source) settler() {
 		default:
 			cancel()
 			sctx = nil
+			src.savePosition() // a burst of settlements is over
 			select {
 			case s = <-src.settle:
 			case <-l.conn.Done():
@@ -523,6 +551,9 @@ func (src *source) settler() {
 				g.unsettled.Add(int64(len(src.settle)))
 				return
 			}
+		}
+		if s.mark.ok {
+			src.follow(s)
 		}
 		if now := time.Now(); sctx == nil || now.After(renew) {
 			cancel()
@@ -556,6 +587,23 @@ func (src *source) settler() {
 				l.fail(fmt.Errorf("settle a message of %s: %w", src.addr, err))
 			}
 		}
+	}
+}
+
+// follow moves the source's frontier with a settlement of a message that
+// has an offset. A log does not deliver a released message again on the
+// same link (only a queue does), so a release while vigil still takes
+// telemetry (a store that failed) ends the connection: the next link
+// resumes after the frontier, which stopped before that message.
+func (src *source) follow(s settlement) {
+	if s.outcome != release {
+		src.front.settle(s.mark)
+		return
+	}
+	select {
+	case <-src.l.g.sinkClosed:
+	default:
+		src.l.fail(fmt.Errorf("a message of the log %s could not be stored: reading it again from the last message settled (offset %s)", src.addr, s.mark.offset))
 	}
 }
 

@@ -42,8 +42,8 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// storeRegistry resolves devices with the store's registry, as the server
-// does.
+// storeRegistry resolves devices with the store's registry and keeps the
+// positions of log sources in the store, as the server does.
 type storeRegistry struct{ s *store.Store }
 
 func (r storeRegistry) LookupDevice(name string) (gateway.Device, error) {
@@ -55,6 +55,14 @@ func (r storeRegistry) LookupDevice(name string) (gateway.Device, error) {
 		return gateway.Device{}, fmt.Errorf("%q: %w", name, gateway.ErrDeviceDisabled)
 	}
 	return gateway.Device{ID: d.ID, Name: d.Name}, nil
+}
+
+func (r storeRegistry) SourcePosition(ctx context.Context, source string) (string, bool, error) {
+	return r.s.SourcePosition(ctx, source)
+}
+
+func (r storeRegistry) SaveSourcePosition(ctx context.Context, source, position string) error {
+	return r.s.SaveSourcePosition(ctx, source, position)
 }
 
 // ackChan hands acknowledgements to the test.

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,7 +20,13 @@ type Proxy struct {
 
 	held chan struct{}
 	once sync.Once
+
+	mu   sync.Mutex
+	sent []byte // the first recordMax bytes clients sent, all connections together
 }
+
+// recordMax bounds what a Proxy keeps of what clients send.
+const recordMax = 1 << 20
 
 // Start forwards the connections ln accepts to target until the test
 // ends. With a TLS listener (tls.NewListener) it completes each handshake
@@ -70,6 +77,11 @@ func (p *Proxy) serve(c net.Conn, target string) {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		if room := recordMax - len(p.sent); room > 0 {
+			p.sent = append(p.sent, buf[:min(n, room)]...)
+		}
+		p.mu.Unlock()
 		select {
 		case <-p.held: // lost
 		default:
@@ -78,6 +90,15 @@ func (p *Proxy) serve(c net.Conn, target string) {
 			}
 		}
 	}
+}
+
+// ClientSent returns what clients have sent through the proxy so far (the
+// first MB, the connections' bytes in the order they arrived), for a test
+// to look for a frame a client must have sent.
+func (p *Proxy) ClientSent() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.sent)
 }
 
 // Hold drops everything clients send from now on; what the target sends
