@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -47,6 +49,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpFeedback := fs.String("amqp-feedback", amqpDef.Feedback, "address devices send command acknowledgements to")
 	amqpTrust := fs.String("amqp-trust-property", "", "take the device id from this application property (a trusted field gateway) instead of the user-id")
 	amqpAnnotation := fs.String("amqp-device-annotation", "", "take the device id from this message annotation, which the hub stamps on every message (Azure IoT Hub's built-in endpoint: iothub-connection-device-id)")
+	amqpIoTHub := fs.String("amqp-iothub", "", "send commands through Azure IoT Hub: its service connection string, HostName=HUB.azure-devices.net;SharedAccessKeyName=NAME;SharedAccessKey=KEY "+
+		"(default $VIGIL_AMQP_IOTHUB); --amqp then names the hub's built-in endpoint, for telemetry")
 	amqpGateways := fs.String("amqp-trusted-gateways", "", "comma-separated user-ids of the field gateways that may name a device in --amqp-trust-property; "+
 		"any other sender may name only itself (default: anyone who can send to the source)")
 	amqpCA := fs.String("amqp-ca", "", "amqps://: trust the broker's certificate when one of the PEM CA certificates in this file signs it (default: the system's roots)")
@@ -83,7 +87,20 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ac.URL, ac.VHost, ac.CommandAddress, ac.Feedback, ac.TrustProperty = *amqpURL, *amqpVHost, *amqpCommands, *amqpFeedback, *amqpTrust
 		ac.Sources, ac.TrustedGateways, ac.DeviceAnnotation = commaList(*amqpSource), commaList(*amqpGateways), *amqpAnnotation
 		ac.MaxBody, ac.Credit, ac.TLS = *amqpMaxBody, *amqpCredit, brokerTLSCfg
+		hub := *amqpIoTHub
+		if hub == "" {
+			hub = os.Getenv("VIGIL_AMQP_IOTHUB")
+		}
+		if hub != "" {
+			sas, err := amqp.ParseIoTHubConnectionString(hub)
+			if err != nil {
+				return err
+			}
+			ac.UseIoTHub(sas)
+		}
 		cfg.AMQP = &ac
+	} else if *amqpIoTHub != "" {
+		return errors.New("--amqp-iothub sends commands through the hub; name its built-in endpoint for the telemetry with --amqp amqps://KEYNAME:KEY@NAMESPACE.servicebus.windows.net")
 	}
 	log := newLogger(stderr, *logLevel)
 	srv, err := server.Start(ctx, cfg, log)

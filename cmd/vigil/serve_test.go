@@ -153,7 +153,8 @@ func TestServeLinksToBrokerOverTLS(t *testing.T) {
 
 // TestServeRefusesBadBrokerFlags: broker settings that cannot work are
 // refused at start, not ignored: TLS settings with a plain amqp:// URL (or
-// none), and a credit RabbitMQ can stall with.
+// none), a credit RabbitMQ can stall with, an IoT Hub for commands without
+// the endpoint telemetry comes from, and a hub key that cannot be one.
 func TestServeRefusesBadBrokerFlags(t *testing.T) {
 	const plain = "amqp://vigil:secret@127.0.0.1:5672"
 	for _, tc := range []struct {
@@ -164,6 +165,8 @@ func TestServeRefusesBadBrokerFlags(t *testing.T) {
 		{[]string{"--amqp", plain, "--amqp-ca", "ca.pem"}, "amqps://"},
 		{[]string{"--amqp", plain, "--amqp-cert", "c.pem", "--amqp-key", "c.key"}, "amqps://"},
 		{[]string{"--amqp", plain, "--amqp-credit", "100"}, "at least 2000"},
+		{[]string{"--amqp-iothub", "HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=c2VjcmV0"}, "built-in endpoint"},
+		{[]string{"--amqp", plain, "--amqp-iothub", "HostName=h.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=secret!"}, "not base64"},
 	} {
 		var stderr bytes.Buffer
 		// Were the flag ignored, serve would run: stop it, and fail.

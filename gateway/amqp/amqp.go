@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,8 +77,9 @@ type Gateway struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu   sync.Mutex
-	link *link // the current connection; nil while disconnected
+	mu    sync.Mutex
+	link  *link // the current connection; nil while disconnected
+	clink *link // the current command connection (with a CommandURL); nil while disconnected
 
 	connects, disconnects, telemetry, accepted, released, unsettled atomic.Int64
 	refusedNoID, refusedUnknown, refusedOff, refusedBody, invalid   atomic.Int64
@@ -123,16 +125,43 @@ func (g *Gateway) Start() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel, g.done = cancel, make(chan struct{})
-	go g.run(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { g.run(ctx, roleTelemetry) })
+	if g.cfg.CommandURL != "" {
+		wg.Go(func() { g.run(ctx, roleCommands) })
+	}
+	go func() {
+		wg.Wait()
+		close(g.done)
+	}()
 	return nil
 }
 
+// role is what a connection carries.
+type role int
+
+const (
+	// roleTelemetry receives telemetry, and carries commands and their
+	// feedback too unless they have a connection of their own.
+	roleTelemetry role = iota
+	// roleCommands carries commands and their feedback (Config.CommandURL).
+	roleCommands
+)
+
+func (r role) String() string {
+	if r == roleCommands {
+		return "commands"
+	}
+	return "telemetry"
+}
+
 // Connected reports whether the gateway is connected to the broker and its
-// links are attached.
+// links are attached (and so is the command connection, when commands
+// have one).
 func (g *Gateway) Connected() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.link != nil
+	return g.link != nil && (g.cfg.CommandURL == "" || g.clink != nil)
 }
 
 // Close disconnects from the broker. Messages the sink has not settled yet
@@ -166,35 +195,48 @@ func (g *Gateway) Stats() Stats {
 }
 
 // redacted is the broker URL without its password, for logs.
-func (g *Gateway) redacted() string {
-	u, err := url.Parse(g.cfg.URL)
+func (g *Gateway) redacted() string { return redact(g.cfg.URL) }
+
+// addr is the URL a connection of role r goes to, without its password.
+func (g *Gateway) addr(r role) string {
+	if r == roleCommands {
+		return redact(g.cfg.CommandURL)
+	}
+	return g.redacted()
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
 	if err != nil {
 		return "(invalid url)"
 	}
 	return u.Redacted()
 }
 
-// run connects, serves until the connection is lost, and reconnects with
-// exponential backoff, until ctx ends.
-func (g *Gateway) run(ctx context.Context) {
-	defer close(g.done)
+// run connects the connection of role r, serves until it is lost, and
+// reconnects with exponential backoff, until ctx ends.
+func (g *Gateway) run(ctx context.Context, r role) {
 	const firstBackoff = 100 * time.Millisecond
 	backoff := firstBackoff
 	for {
-		l, err := g.connect(ctx)
+		l, err := g.connect(ctx, r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			what, hint := diagnose(err, g.cfg)
-			g.log.Warn(what+", retrying", "addr", g.redacted(), "vhost", g.cfg.VHost, "in", backoff, "err", err, "hint", hint)
+			g.log.Warn(what+", retrying", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "in", backoff, "err", err, "hint", hint)
 		} else {
 			g.connects.Add(1)
-			g.log.Info("connected to broker", "addr", g.redacted(), "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", g.cfg.Feedback)
-			g.setLink(l)
+			if r == roleCommands {
+				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "commands", g.cfg.CommandAddress, "feedback", g.cfg.Feedback)
+			} else {
+				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", l.feedbackAddr())
+			}
+			g.setLink(r, l)
 			up := time.Now()
 			err = l.serve(ctx)
-			g.setLink(nil)
+			g.setLink(r, nil)
 			if ctx.Err() != nil {
 				return
 			}
@@ -204,7 +246,7 @@ func (g *Gateway) run(ctx context.Context) {
 			if time.Since(up) > g.cfg.MaxBackoff {
 				backoff = firstBackoff
 			}
-			g.log.Warn("broker connection lost, reconnecting", "addr", g.redacted(), "in", backoff, "err", err)
+			g.log.Warn("broker connection lost, reconnecting", "addr", g.addr(r), "role", r, "in", backoff, "err", err)
 		}
 		select {
 		case <-time.After(backoff):
@@ -215,15 +257,23 @@ func (g *Gateway) run(ctx context.Context) {
 	}
 }
 
-func (g *Gateway) setLink(l *link) {
+func (g *Gateway) setLink(r role, l *link) {
 	g.mu.Lock()
-	g.link = l
+	if r == roleCommands {
+		g.clink = l
+	} else {
+		g.link = l
+	}
 	g.mu.Unlock()
 }
 
-func (g *Gateway) currentLink() *link {
+// commandLink is the connection commands go out on, nil while it is down.
+func (g *Gateway) commandLink() *link {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.cfg.CommandURL != "" {
+		return g.clink
+	}
 	return g.link
 }
 
@@ -264,19 +314,27 @@ type link struct {
 	senders map[string]*commandLink // by address, on csess
 }
 
-// connect dials the broker, declares the queues and attaches the receivers.
-func (g *Gateway) connect(ctx context.Context) (*link, error) {
+// connect dials the broker for role r, declares the queues and attaches
+// the receivers.
+func (g *Gateway) connect(ctx context.Context, r role) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 	defer cancel()
 	opts := amqp.ConnOptions{ContainerID: "vigil-gateway"}
 	if g.cfg.VHost != "" {
 		opts.HostName = "vhost:" + g.cfg.VHost
 	}
-	conn, err := dial(dctx, g.cfg.URL, g.cfg.TLS, opts)
+	target := g.cfg.URL
+	if r == roleCommands {
+		var err error
+		if target, err = g.commandURL(); err != nil {
+			return nil, &stageError{stage: "dial", err: err}
+		}
+	}
+	conn, err := dial(dctx, target, g.cfg.TLS, opts)
 	if err != nil {
 		return nil, &stageError{stage: "dial", err: err}
 	}
-	l, err := g.attach(dctx, conn)
+	l, err := g.attach(dctx, conn, r)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -284,7 +342,34 @@ func (g *Gateway) connect(ctx context.Context) (*link, error) {
 	return l, nil
 }
 
-func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
+// commandURL is the command connection's URL, with a fresh shared access
+// signature when Config.SAS is set.
+func (g *Gateway) commandURL() (string, error) {
+	if g.cfg.SAS == nil {
+		return g.cfg.CommandURL, nil
+	}
+	u, err := url.Parse(g.cfg.CommandURL)
+	if err != nil {
+		return "", err
+	}
+	user, pass, err := g.cfg.SAS.credentials(g.cfg.SAS.clock())
+	if err != nil {
+		return "", err
+	}
+	u.User = url.UserPassword(user, pass)
+	return u.String(), nil
+}
+
+// feedbackAddr is the feedback address this link receives from, "" for
+// none.
+func (l *link) feedbackAddr() string {
+	if l.feedback == nil {
+		return ""
+	}
+	return l.g.cfg.Feedback
+}
+
+func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn, r role) (*link, error) {
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
 		return nil, &stageError{stage: "session", err: err}
@@ -295,14 +380,14 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 	}
 	// A receiver attach to a missing queue takes the connection down:
 	// declare (durable) first, with a sender attach to /queue/NAME.
-	for _, addr := range g.addresses() {
+	for _, addr := range g.addresses(r) {
 		if q := queueToDeclare(addr); q != "" {
 			if _, err := sess.NewSender(ctx, q, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration}); err != nil {
 				return nil, &stageError{stage: "declare", addr: q, err: err}
 			}
 		}
 	}
-	for _, addr := range g.cfg.Sources {
+	for _, addr := range g.sources(r) {
 		opts := g.receiverOptions(addr)
 		if g.positions != nil {
 			off, ok, err := g.positions.SourcePosition(ctx, addr)
@@ -326,7 +411,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 			settle: make(chan settlement, 2*g.cfg.Credit),
 		})
 	}
-	if g.cfg.Feedback == "" {
+	if g.feedback(r) == "" {
 		return l, nil
 	}
 	if l.feedback, err = sess.NewReceiver(ctx, g.cfg.Feedback, g.receiverOptions(g.cfg.Feedback)); err != nil {
@@ -335,13 +420,30 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn) (*link, error) {
 	return l, nil
 }
 
-// addresses are the sources and the feedback address, if any: what the
-// gateway receives from.
-func (g *Gateway) addresses() []string {
-	if g.cfg.Feedback == "" {
-		return g.cfg.Sources
+// sources are the telemetry sources a connection of role r receives from.
+func (g *Gateway) sources(r role) []string {
+	if r == roleCommands {
+		return nil
 	}
-	return append(slices.Clone(g.cfg.Sources), g.cfg.Feedback)
+	return g.cfg.Sources
+}
+
+// feedback is the feedback address a connection of role r receives from,
+// "" for none: the command connection's, when commands have one.
+func (g *Gateway) feedback(r role) string {
+	if (r == roleCommands) != (g.cfg.CommandURL != "") {
+		return ""
+	}
+	return g.cfg.Feedback
+}
+
+// addresses are the sources and the feedback address, if any: what a
+// connection of role r receives from.
+func (g *Gateway) addresses(r role) []string {
+	if fb := g.feedback(r); fb != "" {
+		return append(slices.Clone(g.sources(r)), fb)
+	}
+	return g.sources(r)
 }
 
 func (g *Gateway) receiverOptions(addr string) *amqp.ReceiverOptions {
@@ -711,12 +813,23 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			return fmt.Errorf("receive %s: %w", g.cfg.Feedback, err)
 		}
 		var outcomeErr *amqp.Error
-		if dev, rej := g.identify(msg); rej != nil {
+		var acks []gateway.Ack
+		var bad string
+		if g.cfg.FeedbackFormat == FeedbackIoTHub {
+			acks, bad = g.iotHubFeedback(msg)
+		} else if dev, rej := g.identify(msg); rej != nil {
 			outcomeErr = rej
-		} else if a, bad := parseAck(msg, dev, g.cfg.MaxBody); bad != "" {
+		} else {
+			var a gateway.Ack
+			if a, bad = parseAck(msg, dev, g.cfg.MaxBody); bad == "" {
+				acks = []gateway.Ack{a}
+			}
+		}
+		if bad != "" {
 			g.badAcks.Add(1)
 			outcomeErr = &amqp.Error{Condition: amqp.ErrCondInvalidField, Description: bad}
-		} else {
+		}
+		for _, a := range acks {
 			g.ackCount.Add(1)
 			// Not the link's context: an acknowledgement received is
 			// recorded even when the link is going down meanwhile.
@@ -725,7 +838,7 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			cancel()
 			if err != nil {
 				g.badAcks.Add(1)
-				g.log.Warn("command acknowledgement not applied", "device", dev.Name, "command", a.CommandID, "err", err)
+				g.log.Warn("command acknowledgement not applied", "device", a.Device.Name, "command", a.CommandID, "err", err)
 			}
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -739,6 +852,53 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			return fmt.Errorf("settle acknowledgement: %w", err)
 		}
 	}
+}
+
+// iotHubFeedback reads a feedback message of Azure IoT Hub (FeedbackIoTHub):
+// the acknowledgements it holds, or what is wrong with it. Records of
+// commands that expired or were purged in the hub are left to vigil's own
+// expiry; records of devices vigil does not know are skipped and counted.
+func (g *Gateway) iotHubFeedback(msg *amqp.Message) (acks []gateway.Ack, bad string) {
+	body, ok := messageBody(msg)
+	if !ok {
+		return nil, "feedback body must be a JSON array of records"
+	}
+	if len(body) > g.cfg.MaxBody {
+		return nil, fmt.Sprintf("feedback body of %d bytes is over the %d-byte limit", len(body), g.cfg.MaxBody)
+	}
+	var records []struct {
+		Command     string `json:"originalMessageId"`
+		Device      string `json:"deviceId"`
+		Status      string `json:"statusCode"`
+		Description string `json:"description"`
+	}
+	if err := json.Unmarshal(body, &records); err != nil {
+		return nil, "feedback body is not a JSON array of records: " + err.Error()
+	}
+	now := time.Now().UTC()
+	for i, r := range records {
+		if r.Command == "" || r.Device == "" {
+			return nil, fmt.Sprintf("feedback record %d names no originalMessageId or deviceId", i)
+		}
+		var st gateway.AckStatus
+		switch r.Status {
+		case "Success":
+			st = gateway.AckCompleted
+		case "Rejected":
+			st = gateway.AckRejected
+		default: // Expired, DeliveryCountExceeded, Purged
+			g.log.Debug("command not delivered by the hub; it expires in vigil", "device", r.Device, "command", r.Command, "status", r.Status)
+			continue
+		}
+		dev, err := g.reg.LookupDevice(r.Device)
+		if err != nil {
+			g.badAcks.Add(1)
+			g.log.Warn("feedback for a device vigil does not take", "device", r.Device, "command", r.Command, "err", err)
+			continue
+		}
+		acks = append(acks, gateway.Ack{Device: dev, CommandID: r.Command, Status: st, Detail: r.Description, Received: now})
+	}
+	return acks, ""
 }
 
 // parseAck reads an acknowledgement, whose body may hold up to maxBody
@@ -777,9 +937,9 @@ func parseAck(msg *amqp.Message, dev gateway.Device, maxBody int) (a gateway.Ack
 // queue is bound to the device's address (the device never provisioned
 // one): the command then expires unacknowledged.
 func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
-	l := g.currentLink()
+	l := g.commandLink()
 	if l == nil {
-		return fmt.Errorf("amqp command %s to %s: broker %s not connected: %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
+		return fmt.Errorf("amqp command %s to %s: broker %s not connected: %w", c.ID, c.Device, g.addr(g.commandRole()), gateway.ErrDeviceOffline)
 	}
 	if g.cfg.CommandAddress == "" {
 		return fmt.Errorf("amqp command %s to %s: broker %s is set up for telemetry only (no command address): %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
@@ -793,6 +953,13 @@ func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 	}
 	if subject != "" {
 		msg.Properties.Subject = &subject
+	}
+	if g.cfg.CommandTo != "" {
+		to := strings.ReplaceAll(g.cfg.CommandTo, "{id}", c.Device)
+		msg.Properties.To = &to
+	}
+	for k, v := range g.cfg.CommandProperties {
+		msg.ApplicationProperties[k] = v
 	}
 	if !c.Expires.IsZero() {
 		ttl := time.Until(c.Expires)
@@ -844,6 +1011,14 @@ func (l *link) dropSender(addr string, snd *amqp.Sender, err error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// commandRole is the role of the connection commands go out on.
+func (g *Gateway) commandRole() role {
+	if g.cfg.CommandURL != "" {
+		return roleCommands
+	}
+	return roleTelemetry
+}
 
 // sender returns the link's sender to addr, attaching it on first use.
 func (l *link) sender(ctx context.Context, addr string) (*amqp.Sender, func(), error) {

@@ -48,6 +48,27 @@ type Config struct {
 	// Feedback is the address devices' command acknowledgements are
 	// received from; declared like Sources. Empty for none.
 	Feedback string
+	// FeedbackFormat is how acknowledgements read: FeedbackVigil (the
+	// default, "") or FeedbackIoTHub.
+	FeedbackFormat string
+	// CommandURL, when not empty, is a connection of its own for commands
+	// and their feedback, apart from the telemetry's URL: Azure IoT Hub
+	// hands out telemetry on its built-in (Event Hub-compatible) endpoint
+	// and takes commands on its own host. Its credentials come from SAS
+	// when that is set. Empty: commands and feedback share the telemetry's
+	// connection.
+	CommandURL string
+	// SAS, when set, signs the command connection in with a fresh shared
+	// access signature each time it connects (IoT Hub).
+	SAS *SAS
+	// CommandTo, when not empty, is the to property of a command, "{id}"
+	// replaced by the device id: IoT Hub takes every command on one
+	// address, /messages/devicebound, and routes it by its to,
+	// /devices/{id}/messages/devicebound.
+	CommandTo string
+	// CommandProperties are application properties set on every command
+	// (IoT Hub: iothub-ack=full asks for feedback on each).
+	CommandProperties map[string]string
 	// Credit is the link credit of every receiver: how many messages may be
 	// delivered on it and not yet settled. It bounds the telemetry in flight
 	// between the broker and a commit, per source. At least MinCredit. The default,
@@ -103,6 +124,34 @@ type Config struct {
 	MaxBackoff time.Duration
 }
 
+// Feedback formats.
+const (
+	// FeedbackVigil is an acknowledgement per message: correlation-id =
+	// the command id, application property ack = completed|rejected, an
+	// optional JSON body {"detail": "..."}; the device is the sender.
+	FeedbackVigil = ""
+	// FeedbackIoTHub is Azure IoT Hub's feedback: a JSON array of records,
+	// each naming the command (originalMessageId), the device (deviceId,
+	// which the hub vouches for) and what became of it (statusCode:
+	// Success when the device completed it, Rejected; Expired,
+	// DeliveryCountExceeded and Purged are left to vigil's own expiry).
+	FeedbackIoTHub = "iothub"
+)
+
+// UseIoTHub sends commands through Azure IoT Hub's service endpoint, which
+// sas signs in to: one link to /messages/devicebound, the device in each
+// command's to property, feedback requested on every command
+// (iothub-ack=full) and read from /messages/servicebound/feedback.
+// Telemetry still comes from URL and Sources, the hub's built-in
+// endpoint.
+func (c *Config) UseIoTHub(sas SAS) {
+	c.CommandURL = "amqps://" + sas.Resource + ":5671"
+	c.SAS = &sas
+	c.CommandAddress, c.CommandTo = "/messages/devicebound", "/devices/{id}/messages/devicebound"
+	c.CommandProperties = map[string]string{"iothub-ack": "full"}
+	c.Feedback, c.FeedbackFormat = "/messages/servicebound/feedback", FeedbackIoTHub
+}
+
 // Default addresses.
 const (
 	DefaultSource         = "/amq/queue/vigil.telemetry"
@@ -122,15 +171,27 @@ func DefaultConfig() Config {
 
 // Validate checks the configuration without connecting to anything.
 func (c Config) Validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("amqp: broker url: %w", errors.Unwrap(err))
+	if err := checkURL("broker url", c.URL); err != nil {
+		return err
 	}
-	if u.Scheme != "amqp" && u.Scheme != "amqps" {
-		return fmt.Errorf("amqp: broker url %s: scheme must be amqp or amqps", u.Redacted())
+	if c.CommandURL != "" {
+		if err := checkURL("command url", c.CommandURL); err != nil {
+			return err
+		}
 	}
-	if u.Host == "" {
-		return fmt.Errorf("amqp: broker url %s: no host", u.Redacted())
+	if c.SAS != nil {
+		if c.CommandURL == "" {
+			return errors.New("amqp: a shared access signature without a command url: it signs the command connection in")
+		}
+		if _, _, err := c.SAS.credentials(time.Now()); err != nil {
+			return fmt.Errorf("amqp: %w", err)
+		}
+		if c.SAS.TTL <= 0 {
+			return errors.New("amqp: the shared access signature's lifetime must be positive")
+		}
+	}
+	if c.FeedbackFormat != FeedbackVigil && c.FeedbackFormat != FeedbackIoTHub {
+		return fmt.Errorf("amqp: feedback format %q: want %q or none", c.FeedbackFormat, FeedbackIoTHub)
 	}
 	if len(c.Sources) == 0 {
 		return errors.New("amqp: no telemetry source: name at least one address, such as " + DefaultSource)
@@ -163,8 +224,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("amqp: source %q is named twice: give each telemetry address once", s)
 		}
 	}
-	if c.CommandAddress != "" && !strings.Contains(c.CommandAddress, "{id}") {
-		return fmt.Errorf("amqp: command address %q has no {id}: every device needs its own address", c.CommandAddress)
+	if c.CommandAddress != "" && !strings.Contains(c.CommandAddress, "{id}") && !strings.Contains(c.CommandTo, "{id}") {
+		return fmt.Errorf("amqp: command address %q has no {id}: every device needs its own address (or its own to property)", c.CommandAddress)
 	}
 	if c.Credit < MinCredit {
 		return fmt.Errorf("amqp: credit %d: must be at least %d (RabbitMQ 3.10 can stall with less)", c.Credit, MinCredit)
@@ -186,6 +247,21 @@ func (c Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 || c.SendTimeout <= 0 || c.MaxBackoff <= 0 {
 		return fmt.Errorf("amqp: dial timeout (%s), send timeout (%s) and max backoff (%s) must be positive", c.DialTimeout, c.SendTimeout, c.MaxBackoff)
+	}
+	return nil
+}
+
+// checkURL checks a broker URL.
+func checkURL(what, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("amqp: %s: %w", what, errors.Unwrap(err))
+	}
+	if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		return fmt.Errorf("amqp: %s %s: scheme must be amqp or amqps", what, u.Redacted())
+	}
+	if u.Host == "" {
+		return fmt.Errorf("amqp: %s %s: no host", what, u.Redacted())
 	}
 	return nil
 }

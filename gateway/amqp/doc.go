@@ -2,7 +2,7 @@
 // rabbitmq_amqp1_0 plugin, through github.com/Azure/go-amqp) for devices
 // that talk to the broker rather than to vigil's embedded MQTT gateway.
 //
-// The Gateway holds one connection to the broker and, on it:
+// The Gateway holds a connection to the broker and, on it:
 //
 //   - a receiver on each telemetry source (default one,
 //     /amq/queue/vigil.telemetry; several for a shard of a fleet the broker
@@ -22,6 +22,18 @@
 //     for the devices' acknowledgements: correlation-id = command id,
 //     application property ack = completed|rejected, optional JSON body
 //     {"detail": "..."}.
+//
+// Commands and their feedback may have a connection of their own
+// (Config.CommandURL): Azure IoT Hub hands out telemetry on its built-in,
+// Event Hub-compatible endpoint and takes commands on its own host, signed
+// in with a shared access signature (SAS). Config.UseIoTHub sets that up:
+// one link to /messages/devicebound, the device in each command's to
+// property, and the hub's feedback records (FeedbackIoTHub).
+//
+// A source that is a log rather than a queue (an Event Hubs partition:
+// every message carries its x-opt-offset) keeps what it delivered, so the
+// gateway saves how far it has settled each one (Positions) and resumes
+// after that on every new link.
 //
 // A device's identity is the message's user-id property, which RabbitMQ
 // checks against the authenticated user, or, for a trusted field gateway
