@@ -224,7 +224,7 @@ func (g *Gateway) run(ctx context.Context, r role) {
 			if ctx.Err() != nil {
 				return
 			}
-			what, hint := diagnose(err, g.cfg)
+			what, hint := diagnose(err, g.cfg, r)
 			g.log.Warn(what+", retrying", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "in", backoff, "err", err, "hint", hint)
 		} else {
 			g.connects.Add(1)

@@ -168,14 +168,14 @@ func TestDiagnoseCertificates(t *testing.T) {
 		{errors.New("something else"), "could not link", "retried"},
 	}
 	for _, tc := range tests {
-		what, hint := diagnose(&stageError{stage: "dial", err: fmt.Errorf("tls: %w", tc.err)}, cfg)
+		what, hint := diagnose(&stageError{stage: "dial", err: fmt.Errorf("tls: %w", tc.err)}, cfg, roleTelemetry)
 		if !strings.Contains(what, tc.what) || !strings.Contains(hint, tc.hint) {
 			t.Errorf("%v: %q / %q; want %q / %q", tc.err, what, hint, tc.what, tc.hint)
 		}
 	}
 	// A declare or attach that ran out of time is a slow broker, not a
 	// refusal of the address.
-	what, hint := diagnose(&stageError{stage: "attach", addr: "/amq/queue/x", err: fmt.Errorf("attach: %w", context.DeadlineExceeded)}, cfg)
+	what, hint := diagnose(&stageError{stage: "attach", addr: "/amq/queue/x", err: fmt.Errorf("attach: %w", context.DeadlineExceeded)}, cfg, roleTelemetry)
 	if !strings.Contains(what, "did not answer") || strings.Contains(what, "refused") || !strings.Contains(hint, "timeout") {
 		t.Errorf("attach timed out: %q / %q; want the broker not answering in time, not a refusal", what, hint)
 	}

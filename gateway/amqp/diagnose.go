@@ -30,10 +30,14 @@ func (e *stageError) Error() string {
 
 func (e *stageError) Unwrap() error { return e.err }
 
-// diagnose says, in an operator's terms, why a connection attempt failed
-// and what to do about it.
-func diagnose(err error, cfg Config) (what, hint string) {
-	u, _ := url.Parse(cfg.URL)
+// diagnose says, in an operator's terms, why a connection attempt of role
+// r failed and what to do about it.
+func diagnose(err error, cfg Config, r role) (what, hint string) {
+	raw, flag := cfg.URL, "--amqp"
+	if r == roleCommands {
+		raw, flag = cfg.CommandURL, "--amqp-iothub"
+	}
+	u, _ := url.Parse(raw)
 	host, user := "the broker", "vigil's user"
 	if u != nil {
 		host = u.Host
@@ -62,11 +66,13 @@ func diagnose(err error, cfg Config) (what, hint string) {
 	case errors.As(err, &unknown):
 		return "the broker's certificate is not trusted", "pass the PEM certificate of the CA that signs it with --amqp-ca"
 	case errors.As(err, &hostname):
-		return "the broker's certificate is not for " + hostname.Host, "connect by a name or address the certificate lists, in --amqp"
+		return "the broker's certificate is not for " + hostname.Host, "connect by a name or address the certificate lists, in " + flag
 	case errors.As(err, &expired):
 		return "the broker's certificate is not valid", fmt.Sprintf("%v: renew the broker's certificate, or check this machine's clock", expired.Reason)
 	case refusedClientCert(err):
 		return "the broker refused vigil's TLS client certificate", "give --amqp-cert and --amqp-key with a certificate the broker's CA signs"
+	case stage == "dial" && strings.Contains(err.Error(), "SASL") && r == roleCommands && cfg.SAS != nil:
+		return "the hub refused vigil's shared access signature", fmt.Sprintf("check %s: the connection string of a shared access policy with service connect permission (signed in as %s@sas.root…), and this machine's clock (a signature is valid for %s from when it is made)", flag, cfg.SAS.KeyName, cfg.SAS.TTL)
 	case stage == "dial" && strings.Contains(err.Error(), "SASL"):
 		return "the broker refused vigil's credentials", fmt.Sprintf("check the user (%s) and password in --amqp; on RabbitMQ: rabbitmqctl authenticate_user %s PASSWORD", user, user)
 	case stage == "session" && errors.As(err, &amqpErr) && amqpErr.Condition == amqp.ErrCondUnauthorizedAccess:

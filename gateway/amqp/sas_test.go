@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	amqp "github.com/Azure/go-amqp"
 
 	"github.com/vigil-iot/vigil/gateway"
+	"github.com/vigil-iot/vigil/internal/logtest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
 )
 
@@ -166,5 +168,37 @@ func TestEachConnectionReceivesItsOwn(t *testing.T) {
 	}
 	if got := two.addresses(roleCommands); strings.Join(got, " ") != "/messages/servicebound/feedback" {
 		t.Fatalf("the command connection receives %v", got)
+	}
+}
+
+// TestRefusedSignatureSaysWhatToDo: a hub that refuses the signature is
+// told apart from a broker refusing a password, with the flag to check;
+// the telemetry connection is not blamed, and the token is never logged.
+func TestRefusedSignatureSaysWhatToDo(t *testing.T) {
+	b := needBroker(t)
+	vhost, _ := b.Provision(t)
+	bu, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost = b.URL, vhost
+	cfg.UseIoTHub(SAS{Resource: "testhub.azure-devices.net", KeyName: "no-such-policy", Key: base64.StdEncoding.EncodeToString([]byte("k")), TTL: time.Hour})
+	cfg.CommandURL, cfg.CommandAddress, cfg.Feedback = "amqp://"+bu.Host, "/queue/c2d", "/amq/queue/c2d.feedback"
+	log := &logtest.Buffer{}
+	g := New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "a warning about the signature", func() bool {
+		s := log.String()
+		return strings.Contains(s, "the hub refused vigil's shared access signature, retrying") && strings.Contains(s, "--amqp-iothub") && strings.Contains(s, "role=commands")
+	})
+	if s := log.String(); strings.Contains(s, "sig=") || strings.Contains(s, "refused vigil's credentials") {
+		t.Fatalf("the log shows the token, or blames the telemetry login:\n%s", s)
+	}
+	if g.Connected() {
+		t.Fatal("connected without the command connection")
 	}
 }
