@@ -159,9 +159,7 @@ func (r role) String() string {
 // links are attached (and so is the command connection, when commands
 // have one).
 func (g *Gateway) Connected() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.link != nil && (g.cfg.CommandURL == "" || g.clink != nil)
+	return g.current(roleTelemetry) != nil && g.current(g.commandRole()) != nil
 }
 
 // Close disconnects from the broker. Messages the sink has not settled yet
@@ -267,11 +265,11 @@ func (g *Gateway) setLink(r role, l *link) {
 	g.mu.Unlock()
 }
 
-// commandLink is the connection commands go out on, nil while it is down.
-func (g *Gateway) commandLink() *link {
+// current is the connection of role r, nil while it is down.
+func (g *Gateway) current(r role) *link {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.cfg.CommandURL != "" {
+	if r == roleCommands {
 		return g.clink
 	}
 	return g.link
@@ -429,9 +427,9 @@ func (g *Gateway) sources(r role) []string {
 }
 
 // feedback is the feedback address a connection of role r receives from,
-// "" for none: the command connection's, when commands have one.
+// "" for none: feedback comes on the connection commands go out on.
 func (g *Gateway) feedback(r role) string {
-	if (r == roleCommands) != (g.cfg.CommandURL != "") {
+	if r != g.commandRole() {
 		return ""
 	}
 	return g.cfg.Feedback
@@ -468,8 +466,10 @@ func (l *link) serve(ctx context.Context) error {
 	if l.feedback != nil {
 		wg.Go(func() { fail(l.receiveFeedback(ctx)) })
 	}
-	for range l.g.cfg.Workers {
-		wg.Go(func() { l.submitter(ctx, fail) })
+	if len(l.sources) > 0 {
+		for range l.g.cfg.Workers {
+			wg.Go(func() { l.submitter(ctx, fail) })
+		}
 	}
 	select {
 	case <-ctx.Done():
@@ -871,6 +871,7 @@ func (g *Gateway) iotHubFeedback(msg *amqp.Message) (acks []gateway.Ack, bad str
 		Device      string `json:"deviceId"`
 		Status      string `json:"statusCode"`
 		Description string `json:"description"`
+		Enqueued    string `json:"enqueuedTimeUtc"` // when the device settled it
 	}
 	if err := json.Unmarshal(body, &records); err != nil {
 		return nil, "feedback body is not a JSON array of records: " + err.Error()
@@ -896,7 +897,11 @@ func (g *Gateway) iotHubFeedback(msg *amqp.Message) (acks []gateway.Ack, bad str
 			g.log.Warn("feedback for a device vigil does not take", "device", r.Device, "command", r.Command, "err", err)
 			continue
 		}
-		acks = append(acks, gateway.Ack{Device: dev, CommandID: r.Command, Status: st, Detail: r.Description, Received: now})
+		at := now
+		if t, err := time.Parse(time.RFC3339Nano, r.Enqueued); err == nil {
+			at = t.UTC()
+		}
+		acks = append(acks, gateway.Ack{Device: dev, CommandID: r.Command, Status: st, Detail: r.Description, Received: at})
 	}
 	return acks, ""
 }
@@ -937,12 +942,12 @@ func parseAck(msg *amqp.Message, dev gateway.Device, maxBody int) (a gateway.Ack
 // queue is bound to the device's address (the device never provisioned
 // one): the command then expires unacknowledged.
 func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
-	l := g.commandLink()
-	if l == nil {
-		return fmt.Errorf("amqp command %s to %s: broker %s not connected: %w", c.ID, c.Device, g.addr(g.commandRole()), gateway.ErrDeviceOffline)
-	}
 	if g.cfg.CommandAddress == "" {
 		return fmt.Errorf("amqp command %s to %s: broker %s is set up for telemetry only (no command address): %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
+	}
+	l := g.current(g.commandRole())
+	if l == nil {
+		return fmt.Errorf("amqp command %s to %s: broker %s not connected: %w", c.ID, c.Device, g.addr(g.commandRole()), gateway.ErrDeviceOffline)
 	}
 	addr, subject := commandTarget(g.cfg.CommandAddress, c.Device)
 	msg := &amqp.Message{

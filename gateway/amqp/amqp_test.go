@@ -585,7 +585,7 @@ func TestCommandLinksAreCapped(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	links := func() int {
-		l := v.gw.commandLink()
+		l := v.gw.current(roleTelemetry)
 		l.smu.Lock()
 		defer l.smu.Unlock()
 		return len(l.senders)

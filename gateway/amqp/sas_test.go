@@ -124,11 +124,16 @@ func TestCommandsOnTheirOwnConnection(t *testing.T) {
 		{"originalMessageId": "cmd-3", "deviceId": "` + dev + `", "statusCode": "Expired", "description": "Message expired"},
 		{"originalMessageId": "cmd-4", "deviceId": "not-registered", "statusCode": "Success"}]`))
 	sendTo(t, b, vhost, dev, keys[dev], "/amq/queue/c2d.feedback", feedback)
-	for _, want := range []gateway.Ack{{CommandID: "cmd-1", Status: gateway.AckCompleted, Detail: "Success"}, {CommandID: "cmd-2", Status: gateway.AckRejected, Detail: "Message rejected"}} {
+	// When the device settled it, if the hub says; else on receipt.
+	settled := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	for _, want := range []gateway.Ack{
+		{CommandID: "cmd-1", Status: gateway.AckCompleted, Detail: "Success", Received: settled},
+		{CommandID: "cmd-2", Status: gateway.AckRejected, Detail: "Message rejected", Received: at},
+	} {
 		select {
 		case a := <-v.acks:
-			if a.CommandID != want.CommandID || a.Status != want.Status || a.Detail != want.Detail || a.Device.Name != dev {
-				t.Fatalf("ack %+v, want %s %s from %s", a, want.CommandID, want.Status, dev)
+			if a.CommandID != want.CommandID || a.Status != want.Status || a.Detail != want.Detail || a.Device.Name != dev || a.Received.Before(want.Received) || (want.Received == settled && !a.Received.Equal(settled)) {
+				t.Fatalf("ack %+v, want %s %s from %s at %s", a, want.CommandID, want.Status, dev, want.Received)
 			}
 		case <-ctx.Done():
 			t.Fatalf("no acknowledgement of %s", want.CommandID)
