@@ -242,33 +242,52 @@ func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
 	if !ok || cmd.DeviceID != a.Device.ID {
 		return fmt.Errorf("ack %d from %s: %w", id, a.Device.Name, ErrUnknownCommand)
 	}
+	next := *cmd
 	if a.Status == gateway.AckDelivered {
 		if cmd.State != store.CommandSent {
 			return nil // a late or repeated delivery report changes nothing
 		}
-		cmd.State, cmd.Delivered = store.CommandDelivered, a.Received
+		next.State, next.Delivered = store.CommandDelivered, a.Received
+		if err := c.apply(ctx, cmd, next); err != nil {
+			return err
+		}
 		c.stats.Delivered++
-		return c.store.UpdateCommand(ctx, *cmd)
+		return nil
 	}
 	if cmd.State != store.CommandSent && cmd.State != store.CommandDelivered {
 		return fmt.Errorf("ack %d from %s: command is already %s", id, a.Device.Name, cmd.State)
 	}
+	count := &c.stats.Acknowledged
 	switch a.Status {
 	case gateway.AckCompleted:
-		cmd.State = store.CommandAcknowledged
-		c.stats.Acknowledged++
+		next.State = store.CommandAcknowledged
 	case gateway.AckRejected:
-		cmd.State = store.CommandRejected
-		c.stats.Rejected++
+		next.State, count = store.CommandRejected, &c.stats.Rejected
 	default:
 		return fmt.Errorf("ack %d from %s: status %q is not %q or %q", id, a.Device.Name, a.Status, gateway.AckCompleted, gateway.AckRejected)
 	}
-	cmd.Acked, cmd.Detail = a.Received, a.Detail
-	if cmd.Delivered.IsZero() { // an answer proves delivery
-		cmd.Delivered = a.Received
+	next.Acked, next.Detail = a.Received, a.Detail
+	if next.Delivered.IsZero() { // an answer proves delivery
+		next.Delivered = a.Received
 	}
+	if err := c.apply(ctx, cmd, next); err != nil {
+		return err
+	}
+	*count++
+	return nil
+}
+
+// apply makes next the state of the open command cmd: in the store first,
+// then, once the store has it, in memory, retiring the command when it is
+// over. When the store fails, memory keeps what the store has, so that the
+// change can be made again (an acknowledgement sent again, the next Tick).
+func (c *Controller) apply(ctx context.Context, cmd *store.Command, next store.Command) error {
+	if err := c.store.UpdateCommand(ctx, next); err != nil {
+		return fmt.Errorf("command %d: %w", cmd.ID, err)
+	}
+	*cmd = next
 	c.retire(cmd)
-	return c.store.UpdateCommand(ctx, *cmd)
+	return nil
 }
 
 // OnRecovered records that a device's anomaly episode on a metric ended at
@@ -285,14 +304,17 @@ func (c *Controller) OnRecovered(ctx context.Context, device int32, metric int16
 		if ts.Sub(cmd.Sent) > c.cfg.RecoveryWindow {
 			continue // Tick records it as not recovered
 		}
-		cmd.Verification, cmd.Verified = store.VerifyRecovered, ts.UTC()
+		next := *cmd
+		next.Verification, next.Verified = store.VerifyRecovered, ts.UTC()
+		if err := c.apply(ctx, cmd, next); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		c.stats.Recovered++
 		if !c.healed[device] {
 			c.healed[device] = true
 			c.stats.DevicesHealed++
 		}
-		c.retire(cmd)
-		errs = append(errs, c.store.UpdateCommand(ctx, *cmd))
 	}
 	return errors.Join(errs...)
 }
@@ -305,20 +327,27 @@ func (c *Controller) Tick(ctx context.Context) error {
 	now := c.now().UTC()
 	var errs []error
 	for _, cmd := range c.open {
-		changed := false
-		if !cmd.State.Final() && now.After(cmd.Expires) {
-			cmd.State, cmd.Detail = store.CommandExpired, "no acknowledgement before "+cmd.Expires.Format(time.RFC3339)
+		next := *cmd
+		expired := !cmd.State.Final() && now.After(cmd.Expires)
+		if expired {
+			next.State, next.Detail = store.CommandExpired, "no acknowledgement before "+cmd.Expires.Format(time.RFC3339)
+		}
+		unrecovered := cmd.Verification == store.VerifyPending && !cmd.Sent.IsZero() && now.Sub(cmd.Sent) > c.cfg.RecoveryWindow
+		if unrecovered {
+			next.Verification, next.Verified = store.VerifyNotRecovered, now
+		}
+		if !expired && !unrecovered {
+			continue
+		}
+		if err := c.apply(ctx, cmd, next); err != nil {
+			errs = append(errs, err) // tried again at the next Tick
+			continue
+		}
+		if expired {
 			c.stats.Expired++
-			changed = true
 		}
-		if cmd.Verification == store.VerifyPending && !cmd.Sent.IsZero() && now.Sub(cmd.Sent) > c.cfg.RecoveryWindow {
-			cmd.Verification, cmd.Verified = store.VerifyNotRecovered, now
+		if unrecovered {
 			c.stats.NotRecovered++
-			changed = true
-		}
-		if changed {
-			c.retire(cmd)
-			errs = append(errs, c.store.UpdateCommand(ctx, *cmd))
 		}
 	}
 	return errors.Join(errs...)

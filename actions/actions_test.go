@@ -228,3 +228,67 @@ func TestDeliveredBetweenSentAndAnswered(t *testing.T) {
 		t.Fatalf("unanswered delivered command: %s, want expired", st)
 	}
 }
+
+// failingStore is the real store whose command updates fail while fail is
+// set, as a store whose disk is full would.
+type failingStore struct {
+	*store.Store
+	fail bool
+}
+
+func (s *failingStore) UpdateCommand(ctx context.Context, c store.Command) error {
+	if s.fail {
+		return errors.New("disk full")
+	}
+	return s.Store.UpdateCommand(ctx, c)
+}
+
+// TestStoreFailureLeavesTheChangeToMakeAgain: while the store cannot
+// record a change, the controller does not make it in memory either, so
+// an acknowledgement sent again, or the next Tick, makes it once the store
+// is back, and the counters count it once.
+func TestStoreFailureLeavesTheChangeToMakeAgain(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	st := &failingStore{Store: f.st}
+	c, err := New(ctx, f.ctrl.cfg, st, f.send, f.ctrl.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return f.clock }
+	acked, _ := c.OnAnomaly(ctx, f.anomaly(1, f.temp), "d1", "temperature")
+	expiring, _ := c.OnAnomaly(ctx, f.anomaly(2, f.temp), "d2", "temperature")
+	ack := gateway.Ack{Device: gateway.Device{ID: 1, Name: "d1"}, CommandID: f.send.sent[0].ID, Status: gateway.AckCompleted, Received: f.clock}
+
+	st.fail = true
+	if err := c.HandleAck(ctx, ack); err == nil {
+		t.Fatal("an acknowledgement the store did not record was taken")
+	}
+	f.clock = f.clock.Add(11 * time.Second) // past the TTL
+	if err := c.Tick(ctx); err == nil {
+		t.Fatal("an expiry the store did not record was taken")
+	}
+	if a, _ := f.row(t, acked.ID); a != "sent" {
+		t.Fatalf("acknowledged command in the store: %s, want still sent", a)
+	}
+	if s := c.Stats(); s.Acknowledged != 0 || s.Expired != 0 {
+		t.Fatalf("stats %+v: counted what was not recorded", s)
+	}
+
+	st.fail = false
+	if err := c.HandleAck(ctx, ack); err != nil {
+		t.Fatalf("the acknowledgement sent again: %v", err)
+	}
+	if err := c.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := f.row(t, acked.ID); a != "acknowledged" {
+		t.Fatalf("acknowledged command: %s", a)
+	}
+	if e, _ := f.row(t, expiring.ID); e != "expired" {
+		t.Fatalf("overdue command: %s, want expired", e)
+	}
+	if s := c.Stats(); s.Acknowledged != 1 || s.Expired != 1 {
+		t.Fatalf("stats %+v: want one acknowledged, one expired", s)
+	}
+}
