@@ -249,7 +249,7 @@ func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
 		}
 		next.State, next.Delivered = store.CommandDelivered, a.Received
 		if err := c.apply(ctx, cmd, next); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", gateway.ErrAckNotRecorded, err)
 		}
 		c.stats.Delivered++
 		return nil
@@ -271,7 +271,7 @@ func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
 		next.Delivered = a.Received
 	}
 	if err := c.apply(ctx, cmd, next); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", gateway.ErrAckNotRecorded, err)
 	}
 	*count++
 	return nil
@@ -280,7 +280,8 @@ func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
 // apply makes next the state of the open command cmd: in the store first,
 // then, once the store has it, in memory, retiring the command when it is
 // over. When the store fails, memory keeps what the store has, so that the
-// change can be made again (an acknowledgement sent again, the next Tick).
+// change can be made again (an acknowledgement sent again — HandleAck says
+// so with gateway.ErrAckNotRecorded —, the next Tick).
 func (c *Controller) apply(ctx context.Context, cmd *store.Command, next store.Command) error {
 	if err := c.store.UpdateCommand(ctx, next); err != nil {
 		return fmt.Errorf("command %d: %w", cmd.ID, err)

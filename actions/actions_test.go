@@ -245,8 +245,8 @@ func (s *failingStore) UpdateCommand(ctx context.Context, c store.Command) error
 
 // TestStoreFailureLeavesTheChangeToMakeAgain: while the store cannot
 // record a change, the controller does not make it in memory either, so
-// an acknowledgement sent again, or the next Tick, makes it once the store
-// is back, and the counters count it once.
+// an acknowledgement sent again (HandleAck asks for it), or the next Tick,
+// makes it once the store is back, and the counters count it once.
 func TestStoreFailureLeavesTheChangeToMakeAgain(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -261,8 +261,8 @@ func TestStoreFailureLeavesTheChangeToMakeAgain(t *testing.T) {
 	ack := gateway.Ack{Device: gateway.Device{ID: 1, Name: "d1"}, CommandID: f.send.sent[0].ID, Status: gateway.AckCompleted, Received: f.clock}
 
 	st.fail = true
-	if err := c.HandleAck(ctx, ack); err == nil {
-		t.Fatal("an acknowledgement the store did not record was taken")
+	if err := c.HandleAck(ctx, ack); !errors.Is(err, gateway.ErrAckNotRecorded) {
+		t.Fatalf("an acknowledgement the store did not record: %v, want ErrAckNotRecorded (send it again)", err)
 	}
 	f.clock = f.clock.Add(11 * time.Second) // past the TTL
 	if err := c.Tick(ctx); err == nil {

@@ -143,9 +143,18 @@ type Ack struct {
 }
 
 // AckHandler takes acknowledgements. It must be safe for concurrent use.
+// HandleAck returns an error wrapping ErrAckNotRecorded when it could not
+// record the acknowledgement for now (the store failed); the gateway then
+// has it sent again — an error PUBACK or a disconnect on MQTT, 503 on
+// HTTP, a release to the broker on AMQP — instead of dropping it. Any other
+// error is final (an unknown command, one already answered).
 type AckHandler interface {
 	HandleAck(ctx context.Context, a Ack) error
 }
+
+// ErrAckNotRecorded says an acknowledgement could not be recorded for now
+// and should be sent again.
+var ErrAckNotRecorded = errors.New("acknowledgement not recorded: send it again")
 
 // AckHandlerFunc adapts a function to AckHandler.
 type AckHandlerFunc func(ctx context.Context, a Ack) error

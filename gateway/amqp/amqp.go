@@ -804,7 +804,10 @@ func idString(id any) string {
 	return fmt.Sprint(id)
 }
 
-// receiveFeedback hands command acknowledgements to the AckHandler.
+// receiveFeedback hands command acknowledgements to the AckHandler and
+// settles each feedback message: rejected when malformed, released (the
+// broker delivers it again) when the handler could not record an
+// acknowledgement for now, accepted otherwise.
 func (l *link) receiveFeedback(ctx context.Context) error {
 	g := l.g
 	for {
@@ -829,6 +832,7 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			g.badAcks.Add(1)
 			outcomeErr = &amqp.Error{Condition: amqp.ErrCondInvalidField, Description: bad}
 		}
+		again := false // an acknowledgement to be delivered again
 		for _, a := range acks {
 			g.ackCount.Add(1)
 			// Not the link's context: an acknowledgement received is
@@ -839,12 +843,24 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			if err != nil {
 				g.badAcks.Add(1)
 				g.log.Warn("command acknowledgement not applied", "device", a.Device.Name, "command", a.CommandID, "err", err)
+				again = again || errors.Is(err, gateway.ErrAckNotRecorded)
+			}
+		}
+		if again {
+			// Released, the broker delivers it again at once: a pause
+			// keeps a failing store from being asked in a tight loop.
+			select {
+			case <-time.After(feedbackRetryPause):
+			case <-ctx.Done():
 			}
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if outcomeErr != nil {
+		switch {
+		case outcomeErr != nil:
 			err = l.feedback.RejectMessage(sctx, msg, outcomeErr)
-		} else {
+		case again:
+			err = l.feedback.ReleaseMessage(sctx, msg)
+		default:
 			err = l.feedback.AcceptMessage(sctx, msg)
 		}
 		cancel()
@@ -853,6 +869,10 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 		}
 	}
 }
+
+// feedbackRetryPause is how long the feedback receiver waits before giving
+// back an acknowledgement the handler could not record for now.
+var feedbackRetryPause = time.Second
 
 // iotHubFeedback reads a feedback message of Azure IoT Hub (FeedbackIoTHub):
 // the acknowledgements it holds, or what is wrong with it. Records of

@@ -519,6 +519,61 @@ func TestSettleErrorReleasesForRedelivery(t *testing.T) {
 	}
 }
 
+// TestAckNotRecordedIsDeliveredAgain: an acknowledgement the handler could
+// not record for now (gateway.ErrAckNotRecorded, a store that failed) is
+// released, after a pause, and the broker delivers it again; recorded the
+// second time, it is accepted and not delivered a third time.
+func TestAckNotRecordedIsDeliveredAgain(t *testing.T) {
+	b := needBroker(t)
+	const dev = "retry-ack-dev"
+	vhost, keys := b.Provision(t, dev)
+	s, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.AddDevice(context.Background(), dev, "device-key-"+dev); err != nil {
+		t.Fatal(err)
+	}
+	defer func(p time.Duration) { feedbackRetryPause = p }(feedbackRetryPause)
+	feedbackRetryPause = 50 * time.Millisecond
+	var mu sync.Mutex
+	var calls []error
+	handler := gateway.AckHandlerFunc(func(_ context.Context, a gateway.Ack) error {
+		mu.Lock()
+		defer mu.Unlock()
+		var err error
+		if len(calls) == 0 {
+			err = errors.Join(gateway.ErrAckNotRecorded, errors.New("disk full"))
+		}
+		calls = append(calls, err)
+		return err
+	})
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost = b.URL, vhost
+	g := New(cfg, storeRegistry{s}, nil, handler, testLogger())
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "the gateway to connect", g.Connected)
+	ack := amqp.NewMessage(nil)
+	ack.Properties = &amqp.MessageProperties{UserID: []byte(dev), CorrelationID: "cmd-9"}
+	ack.ApplicationProperties = map[string]any{"ack": "completed"}
+	sendTo(t, b, vhost, dev, keys[dev], DefaultFeedback, ack)
+	handled := func() int { mu.Lock(); defer mu.Unlock(); return len(calls) }
+	waitFor(t, 10*time.Second, "the acknowledgement delivered again", func() bool { return handled() == 2 })
+	// Accepted the second time: the queue is empty once the broker has the
+	// disposition, and nothing comes a third time.
+	waitFor(t, 10*time.Second, "the feedback queue to empty", func() bool {
+		out := b.Run(t, "ctl", "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages", "messages_unacknowledged")
+		return strings.Contains(out, "vigil.feedback\t0\t0")
+	})
+	if n := handled(); n != 2 {
+		t.Fatalf("handled %d times, want 2", n)
+	}
+}
+
 // TestCommandsWaitInTheDeviceQueue: with a per-device queue as command
 // address (/queue/commands.{id}, which RabbitMQ declares durable when vigil
 // first sends to it), commands sent while a device is away wait for it;

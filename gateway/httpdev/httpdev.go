@@ -352,6 +352,11 @@ func (g *Gateway) answer(w http.ResponseWriter, r *http.Request) {
 	a := gateway.Ack{Device: dev, CommandID: cid, Status: status, Detail: r.URL.Query().Get("detail"), Received: g.now().UTC()}
 	if err := g.acks.HandleAck(r.Context(), a); err != nil {
 		g.badAnswers.Add(1)
+		if errors.Is(err, gateway.ErrAckNotRecorded) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}

@@ -56,8 +56,11 @@ type acks chan gateway.Ack
 
 func (a acks) HandleAck(_ context.Context, x gateway.Ack) error {
 	a <- x
-	if x.CommandID == "unknown" {
+	switch x.CommandID {
+	case "unknown":
 		return errors.New("no such command")
+	case "not-recorded": // as a controller whose store failed
+		return errors.Join(gateway.ErrAckNotRecorded, errors.New("disk full"))
 	}
 	return nil
 }
@@ -201,6 +204,18 @@ func TestCommands(t *testing.T) {
 	}
 	if code, body := f.do(t, "DELETE", poll+"/unknown", "d1", "k1", ""); code != http.StatusConflict || !strings.Contains(body, "no such command") {
 		t.Fatalf("answer to an unknown command: %d %s", code, body)
+	}
+	<-f.acks
+	// An answer vigil could not record for now is to be sent again.
+	req, _ := http.NewRequest("DELETE", f.srv.URL+poll+"/not-recorded", nil)
+	req.SetBasicAuth("d1", "k1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("answer not recorded: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	<-f.acks
 

@@ -343,7 +343,16 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	device := v.(gateway.Device)
 	bag := propertyBag(pk.TopicName, cl.ID)
 	if ack := bag.Get("ack"); ack != "" {
-		h.handleAck(cl, device, bag, pk.Payload)
+		if err := h.handleAck(cl, device, bag, pk.Payload); errors.Is(err, gateway.ErrAckNotRecorded) && pk.FixedHeader.Qos > 0 {
+			// Not recorded for now: no PUBACK, so the device sends it
+			// again (an error PUBACK on MQTT 5; 3.1.1 has none, and a
+			// disconnect has the session resend what was not acknowledged).
+			if cl.Properties.ProtocolVersion == 5 {
+				return pk, packets.ErrServerUnavailable
+			}
+			_ = g.server.DisconnectClient(cl, packets.ErrServerUnavailable)
+			return pk, packets.ErrRejectPacket
+		}
 		return pk, nil
 	}
 	msgID := bag.Get("$.mid")
@@ -402,7 +411,9 @@ func (h *hook) settler(cl *mochi.Client, pk packets.Packet) func(error) {
 	}
 }
 
-func (h *hook) handleAck(cl *mochi.Client, dev gateway.Device, bag url.Values, body []byte) {
+// handleAck hands a device's acknowledgement to the ack handler and
+// returns what it said.
+func (h *hook) handleAck(cl *mochi.Client, dev gateway.Device, bag url.Values, body []byte) error {
 	g := h.g
 	a := gateway.Ack{Device: dev, CommandID: bag.Get("$.cid"), Status: gateway.AckStatus(bag.Get("ack")), Received: time.Now().UTC()}
 	var doc struct {
@@ -412,10 +423,12 @@ func (h *hook) handleAck(cl *mochi.Client, dev gateway.Device, bag url.Values, b
 		a.Detail = doc.Detail
 	}
 	g.ackCount.Add(1)
-	if err := g.acks.HandleAck(context.Background(), a); err != nil {
+	err := g.acks.HandleAck(context.Background(), a)
+	if err != nil {
 		g.badAcks.Add(1)
 		g.log.Warn("command acknowledgement not applied", "device", cl.ID, "command", a.CommandID, "err", err)
 	}
+	return err
 }
 
 // propertyBag parses the URL-encoded property bag IoT Hub devices append to

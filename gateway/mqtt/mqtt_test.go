@@ -318,3 +318,54 @@ func TestCommandsExpireInTheBroker(t *testing.T) {
 		t.Fatal("the waiting command was not delivered after the device reconnected")
 	}
 }
+
+// notRecordedOnce answers the first device acknowledgement with
+// gateway.ErrAckNotRecorded, as a controller whose store failed, and hands
+// the rest to acks.
+type notRecordedOnce struct {
+	refused atomic.Bool
+	acks    ackSink
+}
+
+func (n *notRecordedOnce) HandleAck(ctx context.Context, a gateway.Ack) error {
+	if a.Status != gateway.AckDelivered && n.refused.CompareAndSwap(false, true) {
+		return errors.Join(gateway.ErrAckNotRecorded, errors.New("disk full"))
+	}
+	return n.acks.HandleAck(ctx, a)
+}
+
+// TestAckNotRecordedIsSentAgain: an acknowledgement vigil could not record
+// gets an error PUBACK (MQTT 5), so the device sends it again; the second
+// is recorded.
+func TestAckNotRecordedIsSentAgain(t *testing.T) {
+	handler := &notRecordedOnce{acks: make(ackSink, 16)}
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	g := New(cfg, keys{"dev-1": "key-one-1"}, make(heldSink, 16), handler, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	c := connect(t, g, "dev-1", "key-one-1", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack := &paho.Publish{QoS: 1, Topic: sim.AckTopic("dev-1", "7", "completed")}
+	pr, err := c.Publish(ctx, ack)
+	if err == nil && (pr == nil || pr.ReasonCode < 0x80) {
+		t.Fatalf("PUBACK %+v for an acknowledgement not recorded: want an error reason code", pr)
+	}
+	if pr != nil && pr.ReasonCode != packets.ErrServerUnavailable.Code {
+		t.Fatalf("reason code %#x, want server unavailable (%#x)", pr.ReasonCode, packets.ErrServerUnavailable.Code)
+	}
+	select {
+	case a := <-handler.acks:
+		t.Fatalf("acknowledgement %+v passed on although refused", a)
+	default:
+	}
+	if pr, err := c.Publish(ctx, ack); err != nil || pr.ReasonCode >= 0x80 {
+		t.Fatalf("the acknowledgement sent again: %+v, %v", pr, err)
+	}
+	if a := <-handler.acks; a.CommandID != "7" || a.Status != gateway.AckCompleted {
+		t.Fatalf("ack %+v", a)
+	}
+}
