@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
@@ -16,6 +14,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,6 +127,8 @@ type Store struct {
 	nextDev   int32
 	nextAnom  int64
 	nextCmd   int64
+
+	keySecret []byte // device keys are hashed with it (KeySecretName)
 }
 
 // Options tunes the database.
@@ -181,6 +182,16 @@ func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) 
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	keyed := 0
+	for _, d := range s.devices {
+		if strings.HasPrefix(d.keyHash, keyHashPrefix) {
+			keyed++
+		}
+	}
+	if s.keySecret, err = loadKeySecret(dir, keyed); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if !opts.ExternalAccess {
 		// For the whole database and for good: a query cannot set it back
@@ -293,12 +304,8 @@ func NewDeviceKey() string {
 	return hex.EncodeToString(b)
 }
 
-func hashKey(key string) string {
-	h := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(h[:])
-}
-
-// AddDevice registers a device with its key. Only the key's SHA-256 is kept.
+// AddDevice registers a device with its key. Only a hash of the key is kept:
+// HMAC-SHA256 under the data directory's secret (KeySecretName).
 func (s *Store) AddDevice(ctx context.Context, name, key string) (Device, error) {
 	if !ValidDeviceName(name) {
 		return Device{}, fmt.Errorf("add device %q: a device id is 1-128 letters, digits or . _ : @ - and starts with a letter or digit", name)
@@ -311,7 +318,7 @@ func (s *Store) AddDevice(ctx context.Context, name, key string) (Device, error)
 	if _, ok := s.devices[name]; ok {
 		return Device{}, fmt.Errorf("add device %q: %w", name, ErrDeviceExists)
 	}
-	d := &Device{ID: s.nextDev + 1, Name: name, Status: Enabled, Created: time.Now().UTC().Truncate(time.Microsecond), keyHash: hashKey(key)}
+	d := &Device{ID: s.nextDev + 1, Name: name, Status: Enabled, Created: time.Now().UTC().Truncate(time.Microsecond), keyHash: s.hashKey(key)}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO devices VALUES (?, ?, ?, ?, ?)`, d.ID, d.Name, d.keyHash, string(d.Status), d.Created); err != nil {
 		return Device{}, fmt.Errorf("add device %q: %w", name, err)
 	}
@@ -350,7 +357,7 @@ func (s *Store) SetDeviceKey(ctx context.Context, name, key string) (Device, err
 	if !ok {
 		return Device{}, fmt.Errorf("device %q: %w", name, ErrUnknownDevice)
 	}
-	h := hashKey(key)
+	h := s.hashKey(key)
 	if _, err := s.db.ExecContext(ctx, `UPDATE devices SET key_sha256 = ? WHERE id = ?`, h, d.ID); err != nil {
 		return Device{}, fmt.Errorf("set key of %q: %w", name, err)
 	}
@@ -391,10 +398,15 @@ func (s *Store) Authenticate(name, key string) (Device, error) {
 		dev = *d
 	}
 	s.mu.RUnlock()
-	switch {
-	case !ok:
+	if !ok {
 		return Device{}, fmt.Errorf("device %q: %w", name, ErrUnknownDevice)
-	case subtle.ConstantTimeCompare([]byte(hashKey(key)), []byte(dev.keyHash)) != 1:
+	}
+	match, legacy := s.keyMatches(dev.keyHash, key)
+	if match && legacy {
+		s.rehashKey(name, key, dev.keyHash)
+	}
+	switch {
+	case !match:
 		return Device{}, fmt.Errorf("device %q: %w", name, ErrWrongKey)
 	case dev.Status != Enabled:
 		return Device{}, fmt.Errorf("device %q: %w", name, ErrDeviceDisabled)

@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -112,8 +115,77 @@ func TestDevicesPersistAndAuthenticate(t *testing.T) {
 	if err := s2.DB().QueryRow(`SELECT key_sha256 FROM devices`).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
-	if stored == "rotated-key" || len(stored) != 64 {
-		t.Fatalf("key column holds %q, want a SHA-256 hex digest", stored)
+	if !strings.HasPrefix(stored, "hmac-sha256:") || strings.Contains(stored, "rotated-key") {
+		t.Fatalf("key column holds %q, want a keyed hash", stored)
+	}
+}
+
+// TestKeyHashesNeedTheSecret: a device key is kept as HMAC-SHA256 under the
+// data directory's secret file (0600), so the hash any API query can read
+// is no help without it; a hash of the earlier, unkeyed kind still
+// verifies and is replaced at the next successful connection; a data
+// directory whose devices were hashed with a secret that has gone missing
+// refuses to open, saying to restore it.
+func TestKeyHashesNeedTheSecret(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretPath := filepath.Join(dir, KeySecretName)
+	fi, err := os.Stat(secretPath)
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != 32 {
+		t.Fatalf("secret file: %v, %v; want 32 bytes, mode 0600", fi, err)
+	}
+	secret, _ := os.ReadFile(secretPath)
+	if _, err := s.AddDevice(ctx, "pump-1", "pump-key-1"); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() string {
+		var h string
+		if err := s.DB().QueryRow(`SELECT key_sha256 FROM devices WHERE name = 'pump-1'`).Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("pump-key-1"))
+	if want := "hmac-sha256:" + hex.EncodeToString(m.Sum(nil)); stored() != want {
+		t.Fatalf("stored %q, want HMAC-SHA256 of the key under the secret file's bytes", stored())
+	}
+
+	// A device registered by an earlier version: plain SHA-256.
+	plain := sha256.Sum256([]byte("pump-key-1"))
+	if _, err := s.DB().Exec(`UPDATE devices SET key_sha256 = ? WHERE name = 'pump-1'`, hex.EncodeToString(plain[:])); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate("pump-1", "not-the-key"); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong key against an unkeyed hash: %v", err)
+	}
+	if strings.HasPrefix(stored(), "hmac-sha256:") {
+		t.Fatal("rehashed after a wrong key")
+	}
+	if _, err := s.Authenticate("pump-1", "pump-key-1"); err != nil {
+		t.Fatalf("right key against an unkeyed hash: %v", err)
+	}
+	if !strings.HasPrefix(stored(), "hmac-sha256:") {
+		t.Fatalf("still unkeyed after a successful connection: %q", stored())
+	}
+	if _, err := s.Authenticate("pump-1", "pump-key-1"); err != nil {
+		t.Fatalf("right key after the rehash: %v", err)
+	}
+	s.Close()
+
+	if err := os.Remove(secretPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, dir); err == nil || !strings.Contains(err.Error(), "missing") || !strings.Contains(err.Error(), "restore") {
+		t.Fatalf("open without the secret its devices were hashed with: %v", err)
 	}
 }
 
