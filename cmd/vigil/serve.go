@@ -51,7 +51,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	amqpAnnotation := fs.String("amqp-device-annotation", "", "take the device id from this message annotation, which the hub stamps on every message (Azure IoT Hub's built-in endpoint: iothub-connection-device-id)")
 	amqpIoTHub := fs.String("amqp-iothub", "", "send commands through Azure IoT Hub: its service connection string, HostName=HUB.azure-devices.net;SharedAccessKeyName=NAME;SharedAccessKey=KEY "+
 		"(default $VIGIL_AMQP_IOTHUB); --amqp then names the hub's built-in endpoint, for telemetry")
-	amqpGateways := fs.String("amqp-trusted-gateways", "", "comma-separated user-ids of the field gateways that may name a device in --amqp-trust-property; "+
+	amqpGateways := fs.String("amqp-trusted-gateways", "", "comma-separated user-ids of the field gateways that may name a device in --amqp-trust-property or --amqp-device-annotation; "+
 		"any other sender may name only itself (default: anyone who can send to the source)")
 	amqpCA := fs.String("amqp-ca", "", "amqps://: trust the broker's certificate when one of the PEM CA certificates in this file signs it (default: the system's roots)")
 	amqpCert := fs.String("amqp-cert", "", "amqps://: present this PEM client certificate (chain) to a broker that asks for one; reread when it changes")

@@ -98,13 +98,13 @@ type Config struct {
 	DeviceAnnotation string
 	// TrustedGateways, when not empty, are the user-ids (checked by the
 	// broker, as RabbitMQ does) whose messages may name a device in
-	// TrustProperty or DeviceAnnotation; a message from anyone else that names a device other
-	// than its own user-id is rejected and counted (Stats.RefusedClaim), so
-	// devices and field gateways can share a source. When empty, anyone who
-	// may send to a source can claim any device through either: leave
-	// it empty only where the broker lets nothing but trusted field
-	// gateways write there, or does not check user-ids (Service Bus,
-	// Event Hubs).
+	// TrustProperty or DeviceAnnotation; a message from anyone else that
+	// names a device other than its own user-id is rejected and counted
+	// (Stats.RefusedClaim), so devices and field gateways can share a
+	// source. When empty, anyone who may send to a source can claim any
+	// device through either: leave it empty only where the broker lets
+	// nothing but trusted field gateways write there, or does not check
+	// user-ids (Service Bus, Event Hubs).
 	TrustedGateways []string
 	// Workers is how many goroutines hand messages to the sink (which
 	// decodes them on the calling goroutine).
