@@ -76,6 +76,7 @@ var (
 	amqpResets      = desc("amqp_command_session_resets_total", "Command sessions ended to keep at most 256 per-device command links attached.")
 	amqpAcks        = desc("amqp_acks_total", "Command acknowledgements from the feedback address handed on to their command.")
 	amqpBadAcks     = desc("amqp_bad_acks_total", "Command acknowledgements from the feedback address rejected as malformed, or handed on but not applied.")
+	amqpStalls      = desc("amqp_stalls_total", "Broker connections ended because a telemetry source delivered nothing for the stall time with nothing unsettled (the broker's credit accounting stalled, or the queue ran empty).")
 
 	commands     = desc("commands_total", "Corrective commands by the step of their lifecycle they reached: sent, delivered, acknowledged, rejected, expired, failed; suppressed ones were never sent (cooldown, rate limit).", "step")
 	verification = desc("command_verifications_total", "Commands whose device was checked after its recovery window, by result.", "result")
@@ -176,6 +177,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(amqpResets, as.CommandResets)
 		counter(amqpAcks, as.Acks)
 		counter(amqpBadAcks, as.BadAcks)
+		counter(amqpStalls, as.Stalls)
 	}
 
 	cs := s.ctrl.Stats()

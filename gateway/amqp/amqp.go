@@ -48,6 +48,7 @@ type Stats struct {
 	CommandResets  int64 // command sessions ended to keep at most 256 command links attached (per-device command addresses)
 	Acks           int64 // command acknowledgements handed to the AckHandler
 	BadAcks        int64 // acknowledgements rejected as malformed or not applied by the handler
+	Stalls         int64 // connections ended because a source looked stalled (see Config.StallAfter)
 	// Sources counts each telemetry source's messages, by address.
 	Sources map[string]SourceStats
 }
@@ -86,6 +87,7 @@ type Gateway struct {
 	refusedClaim                                                    atomic.Int64
 	commands, ackCount, badAcks, commandResets                      atomic.Int64
 	commandResetsDone                                               atomic.Int64 // of commandResets, those whose end completed
+	stalls                                                          atomic.Int64
 
 	perSource map[string]*sourceCounters // by address; fixed at New
 
@@ -183,7 +185,7 @@ func (g *Gateway) Stats() Stats {
 		Connects: g.connects.Load(), Disconnects: g.disconnects.Load(), Telemetry: g.telemetry.Load(),
 		Accepted: g.accepted.Load(), Released: g.released.Load(), Unsettled: g.unsettled.Load(),
 		RefusedNoID: g.refusedNoID.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedOff: g.refusedOff.Load(),
-		RefusedBody: g.refusedBody.Load(), RefusedClaim: g.refusedClaim.Load(), Invalid: g.invalid.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
+		RefusedBody: g.refusedBody.Load(), RefusedClaim: g.refusedClaim.Load(), Invalid: g.invalid.Load(), Commands: g.commands.Load(), CommandResets: g.commandResets.Load(), Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(), Stalls: g.stalls.Load(),
 		Sources: make(map[string]SourceStats, len(g.perSource)),
 	}
 	for addr, c := range g.perSource {
@@ -461,6 +463,7 @@ func (l *link) serve(ctx context.Context) error {
 	l.fail = fail
 	for _, src := range l.sources {
 		wg.Go(func() { fail(src.receive(ctx)) })
+		wg.Go(func() { fail(src.watchStall(ctx)) })
 		wg.Go(src.settler)
 	}
 	if l.feedback != nil {
@@ -490,7 +493,9 @@ type source struct {
 	recv   *amqp.Receiver
 	settle chan settlement
 	count  *sourceCounters
-	front  *frontier // how far the messages with an offset are settled
+	front  *frontier    // how far the messages with an offset are settled
+	held   atomic.Int64 // messages received on this link and not settled yet
+	got    atomic.Int64 // messages received on this link
 }
 
 // receive hands every telemetry message of the source it may accept to the
@@ -503,6 +508,8 @@ func (src *source) receive(ctx context.Context) error {
 			return fmt.Errorf("receive %s: %w", src.addr, err)
 		}
 		src.count.received.Add(1)
+		src.got.Add(1)
+		src.held.Add(1)
 		var mk mark
 		if off, ok := logOffset(msg); ok {
 			mk = src.front.add(off)
@@ -654,6 +661,7 @@ func (src *source) settler() {
 				return
 			}
 		}
+		src.held.Add(-1)
 		if s.mark.ok {
 			src.follow(s)
 		}

@@ -846,3 +846,46 @@ func TestClosedSinkKeepsTheLink(t *testing.T) {
 		t.Fatalf("a closing sink was logged as a lost connection:\n%s", logs.String())
 	}
 }
+
+// TestSmallMessagesDoNotStallTheLink drains queues of small messages (ten
+// readings each: vigil holds most of its credit unsettled while a batch
+// fills) to the end, several times. About half of these drains stopped for
+// good part-way, with nothing unsettled (see stall.go); vigil now
+// reconnects a source that stands still so (StallAfter, 2 s here), and
+// every drain ends.
+func TestSmallMessagesDoNotStallTheLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drains 60,000 messages (~20 s)")
+	}
+	b := needBroker(t)
+	const dev, n, rounds = "small-dev", 20_000, 3
+	vhost, keys := b.Provision(t, dev)
+	small := func(i int) []byte {
+		return fmt.Appendf(nil, `[{"temperature": %d, "vibration": 0.3}, {"temperature": 71, "vibration": 0.3}, {"temperature": 72, "vibration": 0.3}, {"temperature": 73, "vibration": 0.3}, {"temperature": 74, "vibration": 0.3}]`, 70+i%3)
+	}
+	for r := range rounds {
+		queue := fmt.Sprintf("small.%d", r)
+		fillQueueWith(t, b, vhost, dev, keys[dev], queue, queue+"-", n, small)
+		v := startVigil(t, b, vhost, []string{dev}, func(c *Config) {
+			c.Sources, c.StallAfter = []string{"/amq/queue/" + queue}, 2*time.Second
+		})
+		last, since := int64(-1), time.Now()
+		for v.gw.Stats().Accepted < n {
+			if a := v.gw.Stats().Accepted; a != last {
+				last, since = a, time.Now()
+			}
+			if time.Since(since) > 10*time.Second {
+				t.Fatalf("round %d: the link stopped at %d of %d messages: gateway %+v", r, last, n, v.gw.Stats())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		s := v.gw.Stats()
+		if s.Accepted != n || s.Released != 0 {
+			t.Fatalf("round %d: gateway %+v, want the %d messages accepted once each", r, s, n)
+		}
+		t.Logf("round %d: %d stalled links reconnected", r, s.Stalls)
+		if err := v.gw.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

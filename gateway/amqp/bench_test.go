@@ -20,13 +20,22 @@ import (
 	"github.com/vigil-iot/vigil/store"
 )
 
-// benchBody is a telemetry message of 50 samples × 2 metrics = 100
-// readings (~4 KB), as a device that batches sends it.
+// benchSamples is how many samples of 2 metrics a benchmark message holds:
+// 50 (100 readings, ~4 KB, as a device that batches sends them), or
+// VIGIL_BENCH_SAMPLES.
+var benchSamples = func() int {
+	if n, err := strconv.Atoi(os.Getenv("VIGIL_BENCH_SAMPLES")); err == nil && n > 0 {
+		return n
+	}
+	return 50
+}()
+
+// benchBody is a telemetry message of benchSamples samples × 2 metrics.
 func benchBody(seq int) []byte {
 	var sb strings.Builder
 	t0 := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Minute)
 	sb.WriteByte('[')
-	for i := range 50 {
+	for i := range benchSamples {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
@@ -36,11 +45,18 @@ func benchBody(seq int) []byte {
 	return []byte(sb.String())
 }
 
-const benchReadingsPerMessage = 100
+// benchReadingsPerMessage is the readings in a benchmark message.
+var benchReadingsPerMessage = 2 * benchSamples
 
 // fillQueue declares a durable queue and puts n persistent messages in it
 // as device dev, pipelining unsettled sends.
 func fillQueue(tb testing.TB, br *testBroker, vhost, dev, key, queue, idPrefix string, n int) {
+	tb.Helper()
+	fillQueueWith(tb, br, vhost, dev, key, queue, idPrefix, n, benchBody)
+}
+
+// fillQueueWith is fillQueue with the i-th message's body body(i).
+func fillQueueWith(tb testing.TB, br *testBroker, vhost, dev, key, queue, idPrefix string, n int, body func(int) []byte) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -78,7 +94,7 @@ func fillQueue(tb testing.TB, br *testBroker, vhost, dev, key, queue, idPrefix s
 		errs <- nil
 	}()
 	for i := range n {
-		m := amqp.NewMessage(benchBody(i))
+		m := amqp.NewMessage(body(i))
 		m.Header = &amqp.MessageHeader{Durable: true}
 		m.Properties = &amqp.MessageProperties{MessageID: idPrefix + strconv.Itoa(i), UserID: []byte(dev)}
 		r, err := snd.SendWithReceipt(ctx, m, nil)
@@ -108,7 +124,8 @@ const (
 // consumer on this broker and client library does; bareDecode tells the
 // cost of decoding apart; bareStore is the least a consumer that keeps the
 // readings does — decode, one DuckDB commit per store.RowGroupRows
-// readings (into s, as device dev), then accept the messages of the batch
+// readings or half the link credit of messages, whichever comes first
+// (into s, as device dev), then accept the messages of the batch
 // — with none of vigil's gateway, batching, deduplication or settlement
 // machinery.
 func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode bareMode, s *store.Store, dev int32) {
@@ -199,7 +216,9 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 		}
 		rs.AppendTo(&cols, dev, ids)
 		unsettled = append(unsettled, m)
-		if cols.Len() >= store.RowGroupRows {
+		// A row group, or half the credit: with small messages the broker
+		// would stop delivering before a row group fills.
+		if cols.Len() >= store.RowGroupRows || len(unsettled) >= DefaultConfig().Credit/2 {
 			commit()
 		}
 	}
@@ -214,7 +233,8 @@ func bareConsume(tb testing.TB, br *testBroker, vhost, queue string, n int, mode
 // filled queues in the same run (bareConsume): one that only receives and
 // accepts (the baseline), one that also decodes, and one that also
 // stores in DuckDB. VIGIL_BENCH_MSGS sets the messages per queue (default
-// 20,000, 100 readings each: 2M readings, a drain of a few seconds, so
+// 20,000, 100 readings each — VIGIL_BENCH_SAMPLES sets the samples of two
+// metrics a message holds, default 50 —: 2M readings, a drain of a few seconds, so
 // that starting the link and committing the last batch weigh little
 // against the steady rate); run it with -benchtime 4x (or a multiple) so
 // that each consumer goes first once.
@@ -347,9 +367,9 @@ func BenchmarkAMQPConsume(b *testing.B) {
 			b.ReportMetric(took[k].Seconds()/took[vigilRun].Seconds(), "vigil/"+name)
 		}
 	}
-	b.ReportMetric(total*benchReadingsPerMessage/took[vigilRun].Seconds(), "vigil_readings/s")
-	b.ReportMetric(total*benchReadingsPerMessage/took[0].Seconds(), "bare_readings/s")
-	b.ReportMetric(total*benchReadingsPerMessage/float64(commits), "vigil_readings/commit")
+	b.ReportMetric(total*float64(benchReadingsPerMessage)/took[vigilRun].Seconds(), "vigil_readings/s")
+	b.ReportMetric(total*float64(benchReadingsPerMessage)/took[0].Seconds(), "bare_readings/s")
+	b.ReportMetric(total*float64(benchReadingsPerMessage)/float64(commits), "vigil_readings/commit")
 }
 
 // BenchmarkDecodeTelemetry decodes the body BenchmarkAMQPConsume sends,

@@ -71,18 +71,15 @@ type Config struct {
 	CommandProperties map[string]string
 	// Credit is the link credit of every receiver: how many messages may be
 	// delivered on it and not yet settled. It bounds the telemetry in flight
-	// between the broker and a commit, per source. At least MinCredit. The default,
-	// 10,000, is well above it: with 2,000, a consumer that settles in
-	// batches (vigil settles a whole commit at once) was seen to stall for
-	// good on RabbitMQ 3.10 — a bare go-amqp consumer too — and larger
-	// credit keeps more messages in flight while a batch commits. Even
-	// 10,000 is no guarantee: the benchmark's bare consumer, settling
-	// 1,229 messages at a time, stalled once in about 25 runs with 645
-	// unsettled and 5,252 left in the queue. vigil has not been seen to;
-	// a stalled link shows as vigil_amqp_received_total standing still
-	// while the queue grows, and a restart of vigil resumes it (RabbitMQ
-	// 3.10 answers a drain at once without delivering what is queued, so
-	// a drain cannot tell a stall from an empty queue).
+	// between the broker and a commit, per source. At least MinCredit. The
+	// default, 10,000, is well above it: with 2,000, a consumer that settles
+	// in batches (vigil settles a whole commit at once) was seen to stall
+	// for good on RabbitMQ 3.10 — a bare go-amqp consumer too — and larger
+	// credit keeps more messages in flight while a batch commits. No credit
+	// rules the stall out (see watchStall for its cause): with small
+	// messages vigil holds most of its credit unsettled, and about half of
+	// the drains of 20,000 ten-reading messages stalled; StallAfter
+	// reconnects such a link.
 	Credit int
 	// TrustProperty, when not empty, names an application property that
 	// carries the device id, for a trusted field gateway that forwards for
@@ -122,6 +119,11 @@ type Config struct {
 	SendTimeout time.Duration
 	// MaxBackoff caps the wait between two connection attempts.
 	MaxBackoff time.Duration
+	// StallAfter is how long a telemetry source that has delivered on its
+	// connection, and holds nothing unsettled, may deliver nothing before
+	// vigil reconnects in case the broker stopped honouring its credit
+	// (see watchStall).
+	StallAfter time.Duration
 }
 
 // Feedback formats.
@@ -165,7 +167,7 @@ func DefaultConfig() Config {
 	return Config{
 		URL: "amqp://127.0.0.1:5672", Sources: []string{DefaultSource}, CommandAddress: DefaultCommandAddress,
 		Feedback: DefaultFeedback, Credit: 10000, Workers: 2, MaxBody: 1 << 20, DialTimeout: 10 * time.Second, SendTimeout: 10 * time.Second,
-		MaxBackoff: 5 * time.Second,
+		MaxBackoff: 5 * time.Second, StallAfter: 30 * time.Second,
 	}
 }
 
@@ -245,8 +247,8 @@ func (c Config) Validate() error {
 	if c.MaxBody < 1 {
 		return fmt.Errorf("amqp: max body %d: must be at least 1 byte", c.MaxBody)
 	}
-	if c.DialTimeout <= 0 || c.SendTimeout <= 0 || c.MaxBackoff <= 0 {
-		return fmt.Errorf("amqp: dial timeout (%s), send timeout (%s) and max backoff (%s) must be positive", c.DialTimeout, c.SendTimeout, c.MaxBackoff)
+	if c.DialTimeout <= 0 || c.SendTimeout <= 0 || c.MaxBackoff <= 0 || c.StallAfter <= 0 {
+		return fmt.Errorf("amqp: dial timeout (%s), send timeout (%s), max backoff (%s) and stall time (%s) must be positive", c.DialTimeout, c.SendTimeout, c.MaxBackoff, c.StallAfter)
 	}
 	return nil
 }
