@@ -553,7 +553,12 @@ func (src *source) receive(ctx context.Context) error {
 		}
 		m := gateway.Message{
 			Device: dev, Source: src.addr, ID: id, Body: body, Received: time.Now().UTC(),
-			Settle: src.settleFunc(msg, mk), Patient: true,
+			Settle: src.settleFunc(msg, mk),
+			// Patient, so batches fill a row group — unless half the credit
+			// is held already: then the batch commits soon, and the
+			// settlements let go-amqp top the credit up before it runs out
+			// (see watchStall).
+			Patient: src.held.Load() < int64(g.cfg.Credit/2),
 		}
 		select {
 		case l.work <- m:
