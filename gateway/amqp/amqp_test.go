@@ -889,3 +889,24 @@ func TestSmallMessagesDoNotStallTheLink(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietSourceIsNotSuspected: a source that delivers now and then, far
+// less than its credit, is never taken for stalled however long it stays
+// quiet (a stall needs the whole credit delivered), so a quiet fleet does
+// not reconnect after every message.
+func TestQuietSourceIsNotSuspected(t *testing.T) {
+	b := needBroker(t)
+	const dev = "quiet-dev"
+	vhost, keys := b.Provision(t, dev)
+	v := startVigil(t, b, vhost, []string{dev}, func(c *Config) { c.StallAfter = 100 * time.Millisecond })
+	for i := range 3 {
+		m := amqp.NewMessage([]byte(`{"temperature": 70}`))
+		m.Properties = &amqp.MessageProperties{MessageID: fmt.Sprint(i), UserID: []byte(dev)}
+		sendAs(t, b, vhost, dev, keys[dev], m)
+		waitFor(t, 10*time.Second, "the message accepted", func() bool { return v.gw.Stats().Accepted == int64(i+1) })
+		time.Sleep(500 * time.Millisecond) // five stall times of silence, with nothing held
+	}
+	if s := v.gw.Stats(); s.Stalls != 0 || s.Connects != 1 {
+		t.Fatalf("gateway %+v: a quiet source was taken for stalled", s)
+	}
+}

@@ -119,10 +119,10 @@ type Config struct {
 	SendTimeout time.Duration
 	// MaxBackoff caps the wait between two connection attempts.
 	MaxBackoff time.Duration
-	// StallAfter is how long a telemetry source that has delivered on its
-	// connection, and holds nothing unsettled, may deliver nothing before
-	// vigil reconnects in case the broker stopped honouring its credit
-	// (see watchStall).
+	// StallAfter is how long a telemetry source that has delivered at
+	// least its credit on its connection, and holds nothing unsettled, may
+	// deliver nothing before vigil reconnects in case the broker stopped
+	// honouring its credit (see watchStall).
 	StallAfter time.Duration
 }
 

@@ -27,12 +27,13 @@ import (
 // credit by hand would need a drain to learn where the broker stands, and
 // a drain on a classic queue crashes RabbitMQ 3.10's session:
 // rabbit_classic_queue:handle_event has no clause for send_drained): a
-// source that has delivered on this link, holds nothing unsettled and has
+// source that has delivered at least its credit on this link (a stall
+// needs the whole credit delivered), holds nothing unsettled and has
 // delivered nothing for Config.StallAfter ends the connection, and the
-// next one starts with fresh credit on both sides. Nothing is lost (nothing is unsettled, and
-// the queue keeps its messages); a queue that simply ran empty costs one
-// reconnection after its last message, since a new link that has delivered
-// nothing is never suspected.
+// next one starts with fresh credit on both sides. Nothing is lost
+// (nothing is unsettled, and the queue keeps its messages). A busy queue
+// that simply ran empty costs one reconnection after its last message; a
+// quiet one, whose link has not yet delivered its credit, none.
 
 // watchStall ends the link, with an error saying why, when its source
 // looks stalled; it returns the link's cause when ctx ends.
@@ -51,7 +52,7 @@ func (src *source) watchStall(ctx context.Context) error {
 				last, since = got, now
 				continue
 			}
-			if got > 0 && src.held.Load() == 0 && now.Sub(since) >= after {
+			if got >= int64(src.l.g.cfg.Credit) && src.held.Load() == 0 && now.Sub(since) >= after {
 				src.l.g.stalls.Add(1)
 				return fmt.Errorf("%s has delivered nothing for %s, with nothing unsettled, after %d messages on this connection: reconnecting in case the broker has stopped honouring the link's credit (RabbitMQ 3.10 with go-amqp; the queue keeps its messages)", src.addr, after, got)
 			}
