@@ -83,14 +83,9 @@ func TestCloseCommitsInFlight(t *testing.T) {
 // channel without waiting for the batcher.
 func TestCloseWithAnEndedContext(t *testing.T) {
 	ctx := context.Background()
-	cfg := closeOnlyConfig(t)
-	srv, err := Start(ctx, cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close(ctx)
+	srv := startServer(t, closeOnlyConfig(t))
 	settled := make(chan error, 1)
-	err = srv.batcher.Submit(ctx, gateway.Message{
+	err := srv.batcher.Submit(ctx, gateway.Message{
 		Device: gateway.Device{ID: 1, Name: "d1"}, Body: []byte(`{"a": 1}`), Received: time.Now(),
 		Settle: func(err error) { settled <- err },
 	})

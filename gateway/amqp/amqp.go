@@ -194,15 +194,13 @@ func (g *Gateway) Stats() Stats {
 	return st
 }
 
-// redacted is the broker URL without its password, for logs.
-func (g *Gateway) redacted() string { return redact(g.cfg.URL) }
-
-// addr is the URL a connection of role r goes to, without its password.
+// addr is the URL a connection of role r goes to, without its password,
+// for logs and errors.
 func (g *Gateway) addr(r role) string {
 	if r == roleCommands {
 		return redact(g.cfg.CommandURL)
 	}
-	return g.redacted()
+	return redact(g.cfg.URL)
 }
 
 func redact(raw string) string {
@@ -231,7 +229,7 @@ func (g *Gateway) run(ctx context.Context, r role) {
 			if r == roleCommands {
 				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "commands", g.cfg.CommandAddress, "feedback", g.cfg.Feedback)
 			} else {
-				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", l.feedbackAddr())
+				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", g.feedback(r))
 			}
 			g.setLink(r, l)
 			up := time.Now()
@@ -360,15 +358,6 @@ func (g *Gateway) commandURL() (string, error) {
 	return u.String(), nil
 }
 
-// feedbackAddr is the feedback address this link receives from, "" for
-// none.
-func (l *link) feedbackAddr() string {
-	if l.feedback == nil {
-		return ""
-	}
-	return l.g.cfg.Feedback
-}
-
 func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn, r role) (*link, error) {
 	sess, err := conn.NewSession(ctx, nil)
 	if err != nil {
@@ -404,7 +393,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn, r role) (*link, e
 			return nil, &stageError{stage: "attach", addr: addr, err: err}
 		}
 		l.sources = append(l.sources, &source{
-			l: l, addr: addr, recv: recv, count: g.perSource[addr], front: newFrontier(),
+			l: l, addr: addr, recv: recv, count: g.perSource[addr], front: newFrontier(), before: g.perSource[addr].received.Load(),
 			// At most Credit messages are unsettled at a time, so a
 			// settlement never waits for room (twice that for a careless
 			// double settle).
@@ -495,7 +484,7 @@ type source struct {
 	count  *sourceCounters
 	front  *frontier    // how far the messages with an offset are settled
 	held   atomic.Int64 // messages received on this link and not settled yet
-	got    atomic.Int64 // messages received on this link
+	before int64        // count.received when the link attached
 }
 
 // receive hands every telemetry message of the source it may accept to the
@@ -508,7 +497,6 @@ func (src *source) receive(ctx context.Context) error {
 			return fmt.Errorf("receive %s: %w", src.addr, err)
 		}
 		src.count.received.Add(1)
-		src.got.Add(1)
 		src.held.Add(1)
 		var mk mark
 		if off, ok := logOffset(msg); ok {
@@ -976,7 +964,7 @@ func parseAck(msg *amqp.Message, dev gateway.Device, maxBody int) (a gateway.Ack
 // one): the command then expires unacknowledged.
 func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 	if g.cfg.CommandAddress == "" {
-		return fmt.Errorf("amqp command %s to %s: broker %s is set up for telemetry only (no command address): %w", c.ID, c.Device, g.redacted(), gateway.ErrDeviceOffline)
+		return fmt.Errorf("amqp command %s to %s: broker %s is set up for telemetry only (no command address): %w", c.ID, c.Device, g.addr(roleTelemetry), gateway.ErrDeviceOffline)
 	}
 	l := g.current(g.commandRole())
 	if l == nil {

@@ -41,20 +41,21 @@ func (src *source) watchStall(ctx context.Context) error {
 	after := src.l.g.cfg.StallAfter
 	t := time.NewTicker(after / 4)
 	defer t.Stop()
-	last, since := src.got.Load(), time.Now()
+	got := func() int64 { return src.count.received.Load() - src.before } // on this link
+	last, since := got(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case now := <-t.C:
-			got := src.got.Load()
-			if got != last {
-				last, since = got, now
+			n := got()
+			if n != last {
+				last, since = n, now
 				continue
 			}
-			if got >= int64(src.l.g.cfg.Credit) && src.held.Load() == 0 && now.Sub(since) >= after {
+			if n >= int64(src.l.g.cfg.Credit) && src.held.Load() == 0 && now.Sub(since) >= after {
 				src.l.g.stalls.Add(1)
-				return fmt.Errorf("%s has delivered nothing for %s, with nothing unsettled, after %d messages on this connection: reconnecting in case the broker has stopped honouring the link's credit (RabbitMQ 3.10 with go-amqp; the queue keeps its messages)", src.addr, after, got)
+				return fmt.Errorf("%s has delivered nothing for %s, with nothing unsettled, after %d messages on this connection: reconnecting in case the broker has stopped honouring the link's credit (RabbitMQ 3.10 with go-amqp; the queue keeps its messages)", src.addr, after, n)
 			}
 		}
 	}
