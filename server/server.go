@@ -258,7 +258,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		mux.Handle("/devices/", s.httpdev.Handler())
 		mux.Handle("GET /metrics", api.RequireToken(cfg.APIToken, s.metricsHandler()))
 		mux.Handle("/", api.Handler(s.store, func() any { return s.Status() }, cfg.APIToken, log))
-		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// net/http reports what it cannot hand to a handler (a failed TLS
+		// handshake: a device without the CA, a client speaking plain
+		// HTTP) to ErrorLog; without one it would bypass vigil's log.
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
 		go func() {
 			if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http api stopped", "err", err)

@@ -178,7 +178,7 @@ func Connect(ctx context.Context, addr, name, key string, onPublish func(*paho.P
 // ConnectConn is Connect over a connection the caller opened, a TLS one
 // for instance. It closes conn if the MQTT connection is refused.
 func ConnectConn(ctx context.Context, conn net.Conn, name, key string, onPublish func(*paho.Publish)) (*paho.Client, error) {
-	cfg := paho.ClientConfig{Conn: conn, ClientID: name}
+	cfg := paho.ClientConfig{Conn: &packetConn{Conn: conn}, ClientID: name}
 	if onPublish != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) { onPublish(pr.Packet); return true, nil },
@@ -202,6 +202,17 @@ func ConnectConn(ctx context.Context, conn net.Conn, name, key string, onPublish
 		return nil, fmt.Errorf("sim %s: connect: %w", name, err)
 	}
 	return c, nil
+}
+
+// packetConn keeps each MQTT packet paho writes whole on the wire. paho
+// writes a packet as several buffers, which only a plain TCP connection
+// gathers into one write, and it writes from more than one goroutine (the
+// keep-alive pinger, acknowledgements, concurrent publishes); over TLS a
+// PINGREQ could land inside a PUBLISH. paho holds the lock of a
+// connection that is a sync.Locker for the whole of each packet.
+type packetConn struct {
+	net.Conn
+	sync.Mutex
 }
 
 // EventsTopic returns the topic a device publishes telemetry to.

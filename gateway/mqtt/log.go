@@ -6,7 +6,9 @@ import (
 )
 
 // minLevel drops records below a level; mochi logs every connection at info,
-// which drowns vigil's own logs with a fleet connected.
+// which drowns vigil's own logs with a fleet connected. It also names the
+// records mochi's listeners log without a message: a connection that
+// failed (a TLS handshake, a refused CONNECT) or ended with an error.
 type minLevel struct {
 	slog.Handler
 	min slog.Level
@@ -25,4 +27,15 @@ func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 // WithGroup keeps the minimum level on the derived handler.
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
+}
+
+// connectionFailed is the message of mochi's records that have none.
+const connectionFailed = "mqtt connection failed or ended with an error"
+
+// Handle gives a record without a message one before handing it on.
+func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "" {
+		r.Message = connectionFailed
+	}
+	return h.Handler.Handle(ctx, r)
 }
