@@ -52,7 +52,7 @@ type Stats struct {
 	RefusedUnknown int64 // connections from unregistered device ids
 	RefusedKey     int64 // connections with a wrong key or mismatched user name
 	RefusedOff     int64 // connections from disabled devices
-	Denied         int64 // publishes or subscriptions outside the device's own topics
+	Denied         int64 // publishes, subscriptions and wills outside the device's own topics
 	Telemetry      int64 // telemetry messages handed to the sink
 	Acks           int64 // command acknowledgements received
 	BadAcks        int64 // acknowledgements that could not be applied
@@ -78,6 +78,10 @@ type Gateway struct {
 	// inflight maps a command publish waiting for its device's PUBACK
 	// (inflightKey) to the command id.
 	inflight sync.Map
+	// shadowed keeps, for the moment between OnPacketRead and OnPublish, a
+	// command publish that a device's publish with the same packet id
+	// would drop from the session (inflightKey → packets.Packet).
+	shadowed sync.Map
 
 	connected, refusedUnknown, refusedKey, refusedOff, denied, telemetry, ackCount, badAcks atomic.Int64
 }
@@ -218,8 +222,88 @@ func (h *hook) ID() string { return "vigil-gateway" }
 
 // Provides tells mochi which events the hook handles.
 func (h *hook) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish ||
-		b == mochi.OnQosPublish || b == mochi.OnQosComplete || b == mochi.OnQosDropped || b == mochi.OnClientExpired
+	return b == mochi.OnConnect || b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnPublish ||
+		b == mochi.OnQosPublish || b == mochi.OnQosComplete || b == mochi.OnQosDropped || b == mochi.OnClientExpired ||
+		b == mochi.OnWillSent || b == mochi.OnPacketRead
+}
+
+// OnPacketRead puts aside a command publish still waiting for its PUBACK
+// under the packet id of the device's publish just read. Packet ids of
+// the two directions are independent in MQTT, but mochi keeps both in one
+// inflight table and, taking a device's publish for a resend of its own,
+// deletes the entry under that id before OnPublish runs: the command
+// would not be sent again if the connection dropped before the device's
+// PUBACK. OnPublish puts it back.
+func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		return pk, nil
+	}
+	key := inflightKey{cl.ID, pk.PacketID}
+	h.g.shadowed.Delete(key)
+	if out, ok := cl.State.Inflight.Get(pk.PacketID); ok && out.FixedHeader.Type == packets.Publish {
+		h.g.shadowed.Store(key, out)
+	}
+	return pk, nil
+}
+
+// restoreShadowed puts back the command publish OnPacketRead put aside
+// for the device's publish pk, unless the id has been taken again since.
+func (h *hook) restoreShadowed(cl *mochi.Client, pk packets.Packet) {
+	v, ok := h.g.shadowed.LoadAndDelete(inflightKey{cl.ID, pk.PacketID})
+	if !ok {
+		return
+	}
+	if _, taken := cl.State.Inflight.Get(pk.PacketID); !taken && cl.State.Inflight.Set(v.(packets.Packet)) {
+		atomic.AddInt64(&h.g.server.Info.Inflight, 1)
+	}
+}
+
+// OnConnect refuses a will that is not telemetry of the device itself:
+// mochi publishes a will straight to subscribers, past OnACLCheck and
+// OnPublish, so a will naming another device's devicebound topic would
+// reach that device as a command from vigil. As IoT Hub does, a will is
+// taken only on the device's own events topic and becomes telemetry
+// (OnWillSent). (mochi itself refuses a retained will: the gateway keeps no
+// retained messages.)
+func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	c := pk.Connect
+	if !c.WillFlag || ownEvents(cl.ID, c.WillTopic) {
+		return nil
+	}
+	h.g.denied.Add(1)
+	h.g.log.Warn("connection refused: a will outside the device's own events topic", "client_id", cl.ID, "will_topic", c.WillTopic)
+	code := packets.Err3NotAuthorized // 3.1.1's return code 5
+	if cl.Properties.ProtocolVersion == 5 {
+		code = packets.Code{Code: packets.ErrNotAuthorized.Code,
+			Reason: "a will must be telemetry on the device's own topic " + eventsPrefix(cl.ID) + "/"}
+	}
+	if err := h.g.server.SendConnack(cl, code, false, nil); err != nil {
+		return err
+	}
+	return code
+}
+
+// OnWillSent hands the will of a device that went away without saying
+// goodbye to ingest as telemetry from that device (OnConnect allowed it
+// only on the device's own events topic). Nobody waits for its
+// settlement.
+func (h *hook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
+	v, ok := h.g.identities.Load(cl.ID)
+	if !ok || !ownEvents(cl.ID, pk.TopicName) {
+		return
+	}
+	m := gateway.Message{
+		Device:   v.(gateway.Device),
+		Source:   pk.TopicName,
+		ID:       propertyBag(pk.TopicName, cl.ID).Get("$.mid"),
+		Body:     bytes.Clone(pk.Payload),
+		Received: time.Now().UTC(),
+	}
+	if err := h.g.sink.Submit(context.Background(), m); err != nil {
+		h.g.log.Warn("will not accepted as telemetry", "device", cl.ID, "err", err)
+		return
+	}
+	h.g.telemetry.Add(1)
 }
 
 // OnQosDropped forgets a command publish mochi gave up on (its inflight
@@ -312,13 +396,19 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 func eventsPrefix(id string) string      { return "devices/" + id + "/messages/events" }
 func deviceboundPrefix(id string) string { return "devices/" + id + "/messages/devicebound/" }
 
+// ownEvents reports whether topic is device id's events topic, with or
+// without a property bag.
+func ownEvents(id, topic string) bool {
+	p := eventsPrefix(id)
+	return topic == p || strings.HasPrefix(topic, p+"/")
+}
+
 // OnACLCheck lets a device publish only to its own events topic and
 // subscribe only to its own devicebound topics.
 func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	ok := false
 	if write {
-		p := eventsPrefix(cl.ID)
-		ok = topic == p || strings.HasPrefix(topic, p+"/")
+		ok = ownEvents(cl.ID, topic)
 	} else {
 		ok = strings.HasPrefix(topic, deviceboundPrefix(cl.ID))
 	}
@@ -336,6 +426,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if cl.Net.Inline {
 		return pk, nil // vigil's own command publishes
 	}
+	h.restoreShadowed(cl, pk)
 	v, ok := g.identities.Load(cl.ID)
 	if !ok { // cannot happen: every client passed OnConnectAuthenticate
 		return pk, packets.ErrRejectPacket
@@ -343,7 +434,11 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	device := v.(gateway.Device)
 	bag := propertyBag(pk.TopicName, cl.ID)
 	if ack := bag.Get("ack"); ack != "" {
-		if err := h.handleAck(cl, device, bag, pk.Payload); errors.Is(err, gateway.ErrAckNotRecorded) && pk.FixedHeader.Qos > 0 {
+		err := h.handleAck(cl, device, bag, pk.Payload)
+		if pk.FixedHeader.Qos == 0 {
+			return pk, packets.ErrRejectPacket
+		}
+		if errors.Is(err, gateway.ErrAckNotRecorded) {
 			// Not recorded for now: no PUBACK, so the device sends it
 			// again (an error PUBACK on MQTT 5; 3.1.1 has none, and a
 			// disconnect has the session resend what was not acknowledged).
@@ -353,7 +448,20 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			_ = g.server.DisconnectClient(cl, packets.ErrServerUnavailable)
 			return pk, packets.ErrRejectPacket
 		}
-		return pk, nil
+		// The gateway writes the PUBACK itself, as for telemetry. Left to
+		// mochi, the PUBACK of a device's publish is filed in the same
+		// inflight table as the commands sent to the device, under the
+		// device's packet id, and reported through OnQosComplete: a
+		// command waiting under that id would be overwritten (lost from
+		// the session) and reported delivered.
+		code := packets.CodeSuccess
+		if err != nil {
+			// MQTT 5 devices learn why; 3.1.1 has no codes in a PUBACK.
+			code = packets.Code{Code: packets.ErrImplementationSpecificError.Code,
+				Reason: err.Error() + " (not applied; sending it again will not change that)"}
+		}
+		h.puback(cl, pk.PacketID, code)
+		return pk, packets.ErrRejectPacket
 	}
 	msgID := bag.Get("$.mid")
 	if pk.Properties.CorrelationData != nil && msgID == "" {
@@ -391,23 +499,29 @@ func (h *hook) settler(cl *mochi.Client, pk packets.Packet) func(error) {
 	}
 	id := pk.PacketID
 	return func(err error) {
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, ReasonCode: packets.CodeSuccess.Code}
+		code := packets.CodeSuccess
 		if reason, invalid := gateway.Invalid(err); invalid {
-			if cl.Properties.ProtocolVersion == 5 {
-				ack.ReasonCode = packets.ErrPayloadFormatInvalid.Code
-				ack.Properties.ReasonString = reason + " (kept as a dead letter; do not send it again)"
-			}
+			code = packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: reason + " (kept as a dead letter; do not send it again)"}
 		} else if err != nil {
 			if cl.Properties.ProtocolVersion != 5 {
 				_ = h.g.server.DisconnectClient(cl, packets.ErrUnspecifiedError)
 				return
 			}
-			ack.ReasonCode = packets.ErrUnspecifiedError.Code
-			ack.Properties.ReasonString = "vigil could not store the message; send it again"
+			code = packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "vigil could not store the message; send it again"}
 		}
-		if werr := cl.WritePacket(ack); werr != nil && !errors.Is(werr, mochi.ErrConnectionClosed) {
-			h.g.log.Warn("puback not sent", "device", cl.ID, "err", werr)
-		}
+		h.puback(cl, id, code)
+	}
+}
+
+// puback acknowledges the device's QoS 1 publish id with code; an MQTT 5
+// device also gets the code's reason, a 3.1.1 device a plain PUBACK.
+func (h *hook) puback(cl *mochi.Client, id uint16, code packets.Code) {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, ReasonCode: packets.CodeSuccess.Code}
+	if cl.Properties.ProtocolVersion == 5 && code.Code != packets.CodeSuccess.Code {
+		ack.ReasonCode, ack.Properties.ReasonString = code.Code, code.Reason
+	}
+	if err := cl.WritePacket(ack); err != nil && !errors.Is(err, mochi.ErrConnectionClosed) {
+		h.g.log.Warn("puback not sent", "device", cl.ID, "err", err)
 	}
 }
 
