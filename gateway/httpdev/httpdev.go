@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,6 +160,15 @@ func (g *Gateway) dropExpired(box *mailbox) {
 func (g *Gateway) device(w http.ResponseWriter, r *http.Request) (gateway.Device, bool) {
 	id := r.PathValue("id")
 	user, key, ok := r.BasicAuth()
+	if ok && user != id {
+		// HTTP Basic splits its credentials at the first colon, and a
+		// device id may hold one (RFC 7617 lets a user-id hold none): the
+		// path names the device, so the credentials are read as its id,
+		// a colon, and the key.
+		if rest, found := strings.CutPrefix(user+":"+key, id+":"); found {
+			user, key = id, rest
+		}
+	}
 	switch {
 	case !ok:
 		g.refused.Add(1)

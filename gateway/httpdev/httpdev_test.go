@@ -26,6 +26,8 @@ func (devices) AuthenticateDevice(name, key string) (gateway.Device, error) {
 		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrDeviceDisabled, name)
 	case (name == "d1" && key == "k1") || (name == "d2" && key == "k2"):
 		return gateway.Device{ID: int32(name[1] - '0'), Name: name}, nil
+	case name == "plant:m1" && key == "k:4":
+		return gateway.Device{ID: 4, Name: name}, nil
 	case name == "d1" || name == "d2":
 		return gateway.Device{}, fmt.Errorf("%w: %q", gateway.ErrWrongKey, name)
 	}
@@ -112,6 +114,32 @@ func (f *fixture) do(t *testing.T, method, path, user, key, body string, header 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestDeviceIDWithAColon: a device whose id holds a colon (IoT Hub allows
+// one, and so does vigil) authenticates with HTTP Basic, which splits user
+// and password at the first colon; the path says where the id ends.
+func TestDeviceIDWithAColon(t *testing.T) {
+	f := newFixture(t)
+	const path = "/devices/plant:m1/messages/events"
+	if code, body := f.do(t, "POST", path, "plant:m1", "k:4", `{"temperature": 71.5}`); code != http.StatusNoContent {
+		t.Fatalf("device plant:m1 with its key: %d %s", code, body)
+	}
+	if len(f.sink.got) != 1 || f.sink.got[0].Device.Name != "plant:m1" {
+		t.Fatalf("sink got %+v", f.sink.got)
+	}
+	for _, c := range []struct{ user, key, path string }{
+		{"plant:m1", "k:5", path},                             // wrong key
+		{"plant", "m1:k:4", "/devices/plant/messages/events"}, // another device's path
+		{"d1", "k1", path},                                    // another device's credentials
+	} {
+		if code, body := f.do(t, "POST", c.path, c.user, c.key, `{"a": 1}`); code == http.StatusNoContent {
+			t.Errorf("%s/%s on %s: accepted (%s)", c.user, c.key, c.path, body)
+		}
+	}
+	if len(f.sink.got) != 1 {
+		t.Fatalf("%d messages reached the sink, want 1", len(f.sink.got))
+	}
 }
 
 func TestTelemetry(t *testing.T) {
