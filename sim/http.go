@@ -37,6 +37,7 @@ func NewHTTPDevice(cfg DeviceConfig, base string, client *http.Client) *HTTPDevi
 // returns an error only when vigil refuses the device's credentials.
 func (d *HTTPDevice) Run(ctx context.Context) error {
 	m := d.newMachine(time.Now())
+	run := strconv.FormatInt(m.start.UnixNano(), 36) // message ids are unique across runs
 	tick := time.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
 	seq := 0
@@ -46,7 +47,7 @@ func (d *HTTPDevice) Run(ctx context.Context) error {
 			return nil
 		case now := <-tick.C:
 			seq++
-			if err := d.post(ctx, d.sample(m, now), seq); err != nil {
+			if err := d.post(ctx, d.sample(m, now), run+"-"+strconv.Itoa(seq)); err != nil {
 				if errors.Is(err, errRefused) {
 					return err
 				}
@@ -84,9 +85,9 @@ func (d *HTTPDevice) do(ctx context.Context, method, path, body string, header .
 	return resp.StatusCode, b, err
 }
 
-// post sends one telemetry message and counts it.
-func (d *HTTPDevice) post(ctx context.Context, body string, seq int) error {
-	code, resp, err := d.do(ctx, http.MethodPost, "/messages/events", body, "Message-Id", strconv.Itoa(seq))
+// post sends one telemetry message with message id id and counts it.
+func (d *HTTPDevice) post(ctx context.Context, body, id string) error {
+	code, resp, err := d.do(ctx, http.MethodPost, "/messages/events", body, "Message-Id", id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil || code != http.StatusNoContent {
