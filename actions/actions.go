@@ -128,6 +128,19 @@ func New(ctx context.Context, cfg Config, st Store, send gateway.Sender, log *sl
 	}
 	for i := range cmds {
 		cmd := cmds[i]
+		if cmd.State == store.CommandQueued {
+			// Stored but never recorded as sent: the previous run stopped
+			// between storing the command and recording its send (or
+			// could not record it). Whether the device got it is not
+			// known; it is closed as failed rather than sent late, and
+			// kept out of the commands tracked (nothing would move it).
+			cmd.State, cmd.Detail = store.CommandFailed, "not known to be sent: vigil stopped before it recorded sending this command"
+			cmd.Verification, cmd.Verified = store.VerifyNotRecovered, c.now().UTC()
+			if err := st.UpdateCommand(ctx, cmd); err != nil {
+				return nil, fmt.Errorf("actions: resume: command %d: %w", cmd.ID, err)
+			}
+			continue
+		}
 		c.open[cmd.ID] = &cmd
 		if cmd.Created.After(c.last[cmd.DeviceID]) {
 			c.last[cmd.DeviceID] = cmd.Created

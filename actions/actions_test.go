@@ -2,6 +2,7 @@ package actions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -173,6 +174,30 @@ func TestResumeAfterRestart(t *testing.T) {
 	}
 	if st, _ := f.row(t, cmd.ID); st != "acknowledged" {
 		t.Fatalf("state %s", st)
+	}
+}
+
+// TestQueuedCommandIsClosedOnResume: a command stored as queued but never
+// recorded as sent (vigil stopped in between) is closed as failed when the
+// next run resumes, with its verification, instead of staying open forever
+// with nothing to move it.
+func TestQueuedCommandIsClosedOnResume(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cmd := &store.Command{DeviceID: 1, MetricID: f.temp, AnomalyID: 1, Name: "reduce_load", Payload: json.RawMessage(`{}`),
+		State: store.CommandQueued, Created: f.clock, Expires: f.clock.Add(10 * time.Second), Verification: store.VerifyPending}
+	if err := f.st.AddCommand(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	restarted := f.controller(t)
+	if st, ver := f.row(t, cmd.ID); st != "failed" || ver != "not_recovered" {
+		t.Fatalf("a queued command after a restart: state %s, verification %s; want failed, not_recovered", st, ver)
+	}
+	if len(restarted.open) != 0 || len(f.send.sent) != 0 {
+		t.Fatalf("%d commands tracked, %d sent; want none", len(restarted.open), len(f.send.sent))
+	}
+	if left, err := f.st.UnfinishedCommands(ctx); err != nil || len(left) != 0 {
+		t.Fatalf("unfinished commands in the store: %d (%v)", len(left), err)
 	}
 }
 
