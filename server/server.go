@@ -324,6 +324,7 @@ func (s *Server) Close(ctx context.Context) error {
 		<-s.tickDone
 		errs = append(errs, s.gw.Close(), s.closeAMQP())
 		if s.http != nil {
+			s.httpdev.Close() // its long polls would hold Shutdown
 			errs = append(errs, s.http.Shutdown(ctx))
 		}
 		errs = append(errs, s.ctrl.Tick(ctx), s.store.Close())

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -106,5 +107,43 @@ func TestCloseWithAnEndedContext(t *testing.T) {
 	var n int
 	if err := srv.Store().DB().QueryRow(`SELECT count(*) FROM telemetry`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d readings stored (%v), want the pending one", n, err)
+	}
+}
+
+// TestCloseAnswersLongPolls: a device waiting in a command poll when the
+// server shuts down is answered at once with 204 (no command), and Close
+// does not wait for the poll's wait to run out (a minute here).
+func TestCloseAnswersLongPolls(t *testing.T) {
+	ctx := context.Background()
+	srv, err := Start(ctx, testConfig(t), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Store().AddDevice(ctx, "poller-1", "poller-key-1"); err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("GET", "http://"+srv.HTTPAddr()+"/devices/poller-1/messages/deviceBound?wait=60", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("poller-1", "poller-key-1")
+	answered := make(chan int, 1)
+	go func() {
+		client := &http.Client{Timeout: 30 * time.Second} // half the poll's wait
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Errorf("the poll was not answered: %v", err)
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	waitFor(t, "the poll to arrive", 10*time.Second, func() any { return srv.Status() }, func() bool { return srv.httpdev.Stats().Polls == 1 })
+	if err := srv.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if code := <-answered; code != http.StatusNoContent {
+		t.Fatalf("the waiting poll was answered %d, want 204", code)
 	}
 }

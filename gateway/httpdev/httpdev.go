@@ -81,6 +81,9 @@ type Gateway struct {
 	buckets map[string]*bucket  // by device name
 
 	telemetry, invalid, refused, limited, polls, delivered, answers, badAnswers atomic.Int64
+
+	closing   chan struct{} // closed by Close: polls stop waiting
+	closeOnce sync.Once
 }
 
 // mailbox holds the commands waiting for one device.
@@ -105,7 +108,16 @@ func New(cfg Config, auth gateway.Authenticator, sink gateway.Sink, acks gateway
 		return nil, err
 	}
 	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log.With("component", "http-devices"),
-		now: time.Now, boxes: map[string]*mailbox{}, buckets: map[string]*bucket{}}, nil
+		now: time.Now, boxes: map[string]*mailbox{}, buckets: map[string]*bucket{}, closing: make(chan struct{})}, nil
+}
+
+// Close answers the devices waiting in a command poll, and every poll
+// after, at once: a command if one is waiting, else 204 (no command), as
+// when the wait runs out. A server shutting down calls it before it stops
+// its HTTP server, which would otherwise wait for each poll's wait (up to
+// MaxPollWait) and could close the store under it.
+func (g *Gateway) Close() {
+	g.closeOnce.Do(func() { close(g.closing) })
 }
 
 // Stats returns the counters.
@@ -306,6 +318,9 @@ func (g *Gateway) poll(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-wake:
 		case <-timer.C:
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case <-g.closing:
 			w.WriteHeader(http.StatusNoContent)
 			return
 		case <-r.Context().Done():
