@@ -67,6 +67,10 @@ func (c ContextConfig) Validate() error {
 		return errors.New("context: order must be at least 1")
 	case c.WarmUp < 2:
 		return errors.New("context: warm_up must be at least 2")
+	case c.Order > 1<<20 || c.WarmUp > 1<<20 || c.Short > 1<<20 || c.MaxContexts > 1<<20:
+		// Each sizes memory: the history of bins, the learning buffer, the
+		// ring of novelties and the context table.
+		return errors.New("context: order, warm_up, short and max_contexts must be at most 2^20 (1048576)")
 	case !(c.WarmUpSeconds >= 0) || math.IsInf(c.WarmUpSeconds, 0):
 		return errors.New("context: warm_up_seconds must be finite and not negative")
 	case c.Short < 1:

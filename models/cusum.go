@@ -56,6 +56,8 @@ func (c CUSUMConfig) Validate() error {
 	switch {
 	case c.Window < 3:
 		return errors.New("cusum: window must be at least 3")
+	case c.Window > 1<<20:
+		return errors.New("cusum: window must be at most 2^20 (1048576)")
 	case c.WarmUp < 3 || c.WarmUp > c.Window:
 		return errors.New("cusum: warm_up must be in [3, window]")
 	case !(c.K >= 0):

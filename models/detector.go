@@ -1,8 +1,11 @@
 package models
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 )
@@ -48,6 +51,24 @@ type Spec struct {
 	Params json.RawMessage `json:"params,omitempty"`
 }
 
+// ParseSpec decodes a Spec from JSON a person wrote, {"kind": "...",
+// "params": {...}}. Unlike json.Unmarshal it refuses unknown fields, so a
+// misspelt "params" is an error rather than a model silently run with its
+// defaults. It does not build the detector (New does, and refuses unknown
+// params).
+func ParseSpec(b []byte) (Spec, error) {
+	var spec Spec
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return Spec{}, fmt.Errorf(`model spec must be JSON {"kind": "...", "params": {...}}: %w`, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Spec{}, errors.New(`model spec must be one JSON object {"kind": "...", "params": {...}}, with nothing after it`)
+	}
+	return spec, nil
+}
+
 // Factory builds a Detector from JSON parameters; empty params mean defaults.
 type Factory func(params json.RawMessage) (Detector, error)
 
@@ -55,15 +76,7 @@ type Factory func(params json.RawMessage) (Detector, error)
 // package initialisation (here and in the init of ensemble.go, for the kinds
 // that build other kinds) and read-only afterwards.
 var factories = map[string]Factory{
-	KindEWMAZ: func(p json.RawMessage) (Detector, error) {
-		cfg := DefaultEWMAZConfig()
-		if len(p) > 0 {
-			if err := json.Unmarshal(p, &cfg); err != nil {
-				return nil, fmt.Errorf("ewma_z params: %w", err)
-			}
-		}
-		return NewEWMAZ(cfg)
-	},
+	KindEWMAZ:     factoryOf(KindEWMAZ, DefaultEWMAZConfig, NewEWMAZ),
 	KindRobustZ:   factoryOf(KindRobustZ, DefaultRobustZConfig, NewRobustZ),
 	KindSpike:     factoryOf(KindSpike, DefaultSpikeConfig, NewSpike),
 	KindCUSUM:     factoryOf(KindCUSUM, DefaultCUSUMConfig, NewCUSUM),

@@ -196,6 +196,7 @@ func TestParams(t *testing.T) {
 		{KindEnsemble, `{"members":[{"kind":"ewma_z"},{"kind":"spike"}]}`, ""},
 		{KindEnsemble, `{"members":[]}`, "at least one"},
 		{KindEWMAZ, `{"alpha":0.5}`, ""},
+		{KindEWMAZ, `{"alpah":0.5}`, `unknown field "alpah"`},
 		{KindContext, `{"bins":32,"order":3}`, ""},
 		{KindContext, `{"bins":1}`, "bins"},
 		{KindContext, `{"margin":-0.1}`, "margin"},
@@ -221,6 +222,69 @@ func TestParams(t *testing.T) {
 		if _, err := New(Spec{Kind: kind}); err != nil {
 			t.Errorf("%s with default params: %v", kind, err)
 		}
+	}
+}
+
+// TestParseSpec: a spec written by a person is refused when a field is
+// misspelt, at the top level or in the params, with an error naming the
+// field, instead of running the model with its defaults.
+func TestParseSpec(t *testing.T) {
+	spec, err := ParseSpec([]byte(`{"kind":"ewma_z","params":{"z":5}}`))
+	if err != nil || spec.Kind != KindEWMAZ || string(spec.Params) != `{"z":5}` {
+		t.Fatalf("ParseSpec = %+v, %v", spec, err)
+	}
+	for _, tc := range []struct{ json, wantErr string }{
+		{`{"kind":"ewma_z","param":{"z":5}}`, `unknown field "param"`},
+		{`{"kind":"ewma_z","params":{"z":5}} {}`, "nothing after it"},
+		{`{"kind":"ewma_z"`, "must be JSON"},
+	} {
+		if _, err := ParseSpec([]byte(tc.json)); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("ParseSpec(%s): error %v, want one containing %q", tc.json, err, tc.wantErr)
+		}
+	}
+	spec, err = ParseSpec([]byte(`{"kind":"ewma_z","params":{"alpah":0.5}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(spec); err == nil || !strings.Contains(err.Error(), `unknown field "alpah"`) {
+		t.Errorf("ewma_z with alpah: error %v, want one naming the field", err)
+	}
+}
+
+// TestParamsRefuseHugeSizes: every parameter that sizes memory has an
+// upper bound, so a size that passes validation cannot take the server
+// down with an out-of-memory crash when it builds the model (the HTTP API
+// builds models from user input). 2^40 readings would need terabytes.
+func TestParamsRefuseHugeSizes(t *testing.T) {
+	const huge = `1099511627776` // 2^40
+	tests := []struct{ kind, params, wantErr string }{
+		{KindRobustZ, `{"window":` + huge + `,"warm_up":3}`, "window must be at most"},
+		{KindSpike, `{"window":` + huge + `,"warm_up":4}`, "window must be at most"},
+		{KindCUSUM, `{"window":` + huge + `,"warm_up":3}`, "window must be at most"},
+		{KindEWMAChart, `{"window":` + huge + `,"warm_up":3}`, "window must be at most"},
+		{KindContext, `{"order":` + huge + `}`, "at most"},
+		{KindContext, `{"short":` + huge + `,"horizon":1e13}`, "at most"},
+		{KindContext, `{"warm_up":` + huge + `}`, "at most"},
+		{KindContext, `{"max_contexts":` + huge + `}`, "at most"},
+		{KindLikelihood, `{"short":` + huge + `,"horizon":1e13}`, "short must be at most"},
+		{KindTail, `{"top":` + huge + `,"warm_up":` + huge + `}`, "at most"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.kind+tc.params, func(t *testing.T) {
+			_, err := New(Spec{Kind: tc.kind, Params: json.RawMessage(tc.params)})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+	// The largest size allowed is still accepted.
+	if _, err := New(Spec{Kind: KindRobustZ, Params: json.RawMessage(`{"window":1048576,"warm_up":3}`)}); err != nil {
+		t.Errorf("robust_z with a window of 2^20: %v", err)
+	}
+	mc := DefaultMahalanobisConfig(1 << 20) // a 2^20 × 2^20 covariance
+	mc.WarmUp = mc.Dim + 1
+	if _, err := NewMahalanobis(mc); err == nil || !strings.Contains(err.Error(), "dim must be at most") {
+		t.Errorf("mahalanobis with dim 2^20: error %v, want one containing %q", err, "dim must be at most")
 	}
 }
 

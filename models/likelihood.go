@@ -48,6 +48,8 @@ func (c LikelihoodConfig) Validate() error {
 		return errors.New("likelihood: model must not itself be a likelihood")
 	case c.Short < 1:
 		return errors.New("likelihood: short must be at least 1")
+	case c.Short > 1<<20:
+		return errors.New("likelihood: short must be at most 2^20 (1048576)")
 	case !(c.Horizon >= float64(c.Short)):
 		return errors.New("likelihood: horizon must be at least short")
 	case c.WarmUp < 2:

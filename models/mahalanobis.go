@@ -59,6 +59,8 @@ func (c MahalanobisConfig) Validate() error {
 	switch {
 	case c.Dim < 1:
 		return errors.New("mahalanobis: dim must be at least 1")
+	case c.Dim > MaxVectorMetrics:
+		return fmt.Errorf("mahalanobis: dim must be at most %d", MaxVectorMetrics)
 	case !(c.Alpha > 0 && c.Alpha < 1):
 		return errors.New("mahalanobis: alpha must be in (0, 1)")
 	case c.WarmUp < c.Dim+1:

@@ -42,6 +42,8 @@ func (c RobustZConfig) Validate() error {
 	switch {
 	case c.Window < 3:
 		return errors.New("robust_z: window must be at least 3")
+	case c.Window > 1<<20:
+		return errors.New("robust_z: window must be at most 2^20 (1048576)")
 	case c.WarmUp < 3 || c.WarmUp > c.Window:
 		return errors.New("robust_z: warm_up must be in [3, window]")
 	case !(c.Z > 0):

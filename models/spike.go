@@ -38,6 +38,8 @@ func (c SpikeConfig) Validate() error {
 	switch {
 	case c.Window < 4:
 		return errors.New("spike: window must be at least 4")
+	case c.Window > 1<<20:
+		return errors.New("spike: window must be at most 2^20 (1048576)")
 	case c.WarmUp < 4 || c.WarmUp > c.Window:
 		return errors.New("spike: warm_up must be in [4, window]")
 	case !(c.K > 0):
