@@ -4,6 +4,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -194,6 +195,37 @@ func TestParity(t *testing.T) {
 	}
 }
 
+// TestSetSkipsNonFinite: NaN and infinite readings, each between two real
+// ones, change no feature, online (Set) or offline (Eval): after every
+// reading the features equal those of the series without them, and the
+// window, full long before the end, does not break on them.
+func TestSetSkipsNonFinite(t *testing.T) {
+	t0 := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	var clean, dirty series
+	var last []int // last[k]: index in clean of the last real reading up to dirty[k]
+	for i := range 5 * parityWindow {
+		ts := t0.Add(time.Duration(i) * time.Minute)
+		x := 20 + math.Sin(float64(i)/7) + float64(i%5)*0.1
+		clean.ts, clean.xs = append(clean.ts, ts), append(clean.xs, x)
+		dirty.ts, dirty.xs = append(dirty.ts, ts), append(dirty.xs, x)
+		last = append(last, i)
+		if bad := []float64{math.NaN(), math.Inf(1), math.Inf(-1)}; i%10 == 3 {
+			dirty.ts, dirty.xs = append(dirty.ts, ts.Add(20*time.Second)), append(dirty.xs, bad[i%3])
+			last = append(last, i)
+		}
+	}
+	want := online([]series{clean})[0]
+	on, off := online([]series{dirty})[0], offline(dirty)
+	for c, name := range columns {
+		for k := range dirty.xs {
+			if on[c][k] != want[c][last[k]] || off[c][k] != want[c][last[k]] {
+				t.Fatalf("%s after reading %d (%v): online %v, offline %v; without the NaN and infinite readings %v",
+					name, k, dirty.xs[k], on[c][k], off[c][k], want[c][last[k]])
+			}
+		}
+	}
+}
+
 // TestSeasonBucket checks the arithmetic bucket against the calendar.
 func TestSeasonBucket(t *testing.T) {
 	t0 := time.Date(1969, 12, 25, 0, 30, 0, 0, time.UTC)
@@ -223,6 +255,10 @@ func TestSetColumns(t *testing.T) {
 	}
 	if _, err := NewSet(SetConfig{Window: 0, Alpha: 0.1, Season: HourOfDay, SeasonAlpha: 0.1}); err == nil {
 		t.Error("a Set with an empty window was built")
+	}
+	// A window of 2^40 readings would take 16 TiB: refused, not allocated.
+	if _, err := NewSet(SetConfig{Window: 1 << 40, Alpha: 0.1, Season: HourOfDay, SeasonAlpha: 0.1}); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("a Set with a window of 2^40 readings: error %v, want one saying how large it may be", err)
 	}
 }
 

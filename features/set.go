@@ -28,6 +28,8 @@ func (c SetConfig) Validate() error {
 	switch {
 	case c.Window < 1:
 		return errors.New("features: window must be at least 1 reading")
+	case c.Window > 1<<20:
+		return errors.New("features: window must be at most 2^20 (1048576) readings")
 	case !(c.Alpha > 0 && c.Alpha <= 1):
 		return errors.New("features: alpha must be in (0, 1]")
 	case c.Season.Buckets() == 0:
@@ -71,8 +73,13 @@ func NewSet(c SetConfig) (*Set, error) {
 	return &Set{win: NewWindow(c.Window), ewma: TimedEWMA{NewEWMA(c.Alpha)}, seas: NewSeasonal(c.Season, c.SeasonAlpha)}, nil
 }
 
-// Update folds the next reading of the series into every feature.
+// Update folds the next reading of the series into every feature. A NaN or
+// infinite reading is not a measurement: it is skipped, as the detectors
+// skip it, and changes no feature (Eval skips it too).
 func (s *Set) Update(ts time.Time, x float64) {
+	if !finite(x) {
+		return
+	}
 	s.win.Update(ts, x)
 	s.ewma.Update(ts, x)
 	s.seas.Update(ts, x)

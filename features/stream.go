@@ -1,6 +1,9 @@
 package features
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Stream is a feature's incremental form: Update takes the next reading of
 // one series in time order. Every feature in this package is a Stream, and
@@ -12,7 +15,9 @@ type Stream interface {
 // Eval is the offline form of a feature: it replays a stored series (one
 // timestamp per value, in time order) through f and returns value(f) after
 // each reading. Because it calls the same Update the live pipeline does, an
-// offline column equals the online values bit for bit.
+// offline column equals the online values bit for bit. A NaN or infinite
+// reading is skipped, as Set.Update skips it: it is not passed to f, and
+// its value is value(f) after the reading before.
 //
 // value is usually a method expression, for example
 //
@@ -24,7 +29,9 @@ func Eval[F Stream](f F, ts []time.Time, xs []float64, value func(F) float64) []
 	}
 	out := make([]float64, len(xs))
 	for i, x := range xs {
-		f.Update(ts[i], x)
+		if finite(x) {
+			f.Update(ts[i], x)
+		}
 		out[i] = value(f)
 	}
 	return out
@@ -40,3 +47,6 @@ var _ Stream = (*TimedEWMA)(nil)
 
 // Update folds x into the mean and variance.
 func (e *TimedEWMA) Update(_ time.Time, x float64) { e.EWMA.Update(x) }
+
+// finite reports whether x is a measurement: neither NaN nor infinite.
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
