@@ -145,7 +145,7 @@ func readSeries(r io.Reader, name string) (Series, error) {
 		return Series{}, fmt.Errorf("header %q lacks timestamp or value", header)
 	}
 	s := Series{Name: name}
-	for line := 2; ; line++ {
+	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
 			break
@@ -153,6 +153,9 @@ func readSeries(r io.Reader, name string) (Series, error) {
 		if err != nil {
 			return Series{}, err
 		}
+		// The record's line in the file: blank lines are skipped, so it is
+		// not the record number.
+		line, _ := cr.FieldPos(0)
 		t, err := ParseTime(rec[tCol])
 		if err != nil {
 			return Series{}, fmt.Errorf("line %d: %w", line, err)

@@ -75,6 +75,9 @@ func TestLoadCorpus(t *testing.T) {
 		{"no value column", "timestamp,v\n2014-01-01 00:00:00,1\n", "lacks"},
 		{"bad number", "timestamp,value\n2014-01-01 00:00:00,x\n", "line 2"},
 		{"bad time", "timestamp,value\n2014-13-01 00:00:00,1\n", "line 2"},
+		// Blank lines are skipped: the bad number is on line 5, the third
+		// record.
+		{"bad number after blank lines", "timestamp,value\n\n2014-01-01 00:00:00,1\n\n2014-01-01 00:05:00,x\n", "line 5:"},
 		{"empty", "", "empty"},
 	}
 	for _, tc := range bad {
