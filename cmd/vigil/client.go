@@ -34,13 +34,15 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	format := fs.String("format", "table", "output: table or json (at most --limit rows), or every row as csv or arrow (an Arrow IPC file, which pyarrow, pandas and polars read)")
 	limit := fs.Int("limit", api.DefaultRowLimit, "most rows to return as table or json (bound csv and arrow with LIMIT in the SQL)")
 	out := fs.String("out", "", "write to this file instead of standard output (needed for arrow); it appears only once every row is written")
-	if err := parse(fs, args); err != nil {
+	// Flags may also follow the SQL: vigil query "SELECT ..." --format csv.
+	operands, err := parseOperands(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(operands) == 0 {
 		return errors.New(`give the SQL as an argument, e.g. vigil query "SELECT count(*) FROM readings"`)
 	}
-	sql := strings.Join(fs.Args(), " ")
+	sql := strings.Join(operands, " ")
 	c := &api.Client{BaseURL: *url, Token: *token}
 	switch *format {
 	case "table", "json":
@@ -184,18 +186,15 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	url, token := serverFlag(fs)
 	dataDir := fs.String("data", "", "work on this data directory directly instead of a running server (the server must be stopped)")
 	key := fs.String("key", "", "with add: the device key (default: generated)")
-	if err := parse(fs, args); err != nil {
+	// Flags may also follow the verb and name: vigil devices add dev-1 --key K.
+	rest, err := parseOperands(fs, args)
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
 	if len(rest) == 0 {
 		return errors.New("say what to do: add NAME | list | disable NAME | enable NAME")
 	}
-	// Flags may also follow the verb and name: vigil devices add dev-1 --key K.
-	if err := parse(fs, rest[1:]); err != nil {
-		return err
-	}
-	verb, operands := rest[0], fs.Args()
+	verb, operands := rest[0], rest[1:]
 	reg, closeReg, err := registry(ctx, *dataDir, *url, *token)
 	if err != nil {
 		return err
@@ -219,6 +218,9 @@ func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		fmt.Fprintf(stdout, "added %s (id %d)\nkey: %s\n(the key is shown only now; the device connects with client id %q and this key as password)\n", d.Name, d.ID, d.Key, d.Name)
 	case "list":
+		if len(operands) > 0 {
+			return usageError(fs, "unexpected argument %q: usage: vigil devices list", operands[0])
+		}
 		ds, err := reg.list(ctx)
 		if err != nil {
 			return err

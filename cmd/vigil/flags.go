@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -18,14 +19,57 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parse parses the flags of a command that takes no other arguments, and
+// refuses any argument left over: the flag package stops at the first
+// argument that is not a flag, so the flags after it (vigil score s.csv
+// --model M) would otherwise be silently ignored.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, "unexpected argument %q: %s takes only the flags below", fs.Arg(0), fs.Name())
+	}
+	return nil
+}
+
+// parseOperands parses the flags of a command that also takes operands
+// (vigil models list --all, vigil devices add NAME --key K), wherever the
+// flags stand among them, and returns the operands in order. An argument
+// "--" ends the flags: every argument after it is an operand.
+func parseOperands(fs *flag.FlagSet, args []string) ([]string, error) {
+	var operands []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return operands, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(operands, rest...), nil
+		}
+		operands, args = append(operands, rest[0]), rest[1:]
+	}
+}
+
+// parseFlags parses flags up to the first argument that is not one. The
+// flag package has already reported an error, with the usage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	return nil
+}
+
+// usageError reports a misuse of a command the way the flag package
+// reports a bad flag, with the command's usage after it, and returns
+// errUsage.
+func usageError(fs *flag.FlagSet, format string, args ...any) error {
+	fmt.Fprintf(fs.Output(), format+"\n", args...)
+	fs.Usage()
+	return errUsage
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -41,14 +42,10 @@ func readSpec(s string) (models.Spec, error) {
 		}
 		s = strings.TrimSpace(string(b))
 	}
-	spec := models.Spec{Kind: s}
 	if strings.HasPrefix(s, "{") {
-		spec = models.Spec{}
-		if err := json.Unmarshal([]byte(s), &spec); err != nil {
-			return models.Spec{}, fmt.Errorf(`model spec is not JSON {"kind": "...", "params": {...}}: %w`, err)
-		}
+		return models.ParseSpec([]byte(s))
 	}
-	return spec, nil
+	return models.Spec{Kind: s}, nil
 }
 
 const specHelp = `detector: a kind (e.g. ewma_z), JSON {"kind":..., "params":{...}}, or @FILE with that JSON (default: the ensemble)`
@@ -122,7 +119,9 @@ func runEvalNAB(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *ef.labels == "" {
-		*ef.labels = strings.TrimSuffix(strings.TrimRight(*data, "/"), "data") + "labels/combined_windows.json"
+		// DATA/../labels, by path elements: Join cleans "x/data/.." to "x"
+		// and "." to "..", where filepath.Dir(".") would stay at ".".
+		*ef.labels = filepath.Join(*data, "..", "labels", "combined_windows.json")
 	}
 	series, err := nab.LoadCorpus(*data)
 	if err != nil {

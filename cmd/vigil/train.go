@@ -92,6 +92,14 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	threshold := 0.5
 
 	if *csvPath != "" {
+		for _, f := range []string{"from", "to", "device", "metric"} {
+			if flagSet(fs, f) {
+				return fmt.Errorf("--%s chooses stored history; with --csv the CSV is the whole series (cut the file to train on part of it) and --name names the model", f)
+			}
+		}
+		if flagSet(fs, "default") {
+			return errors.New("--default trains on stored history; to register a model trained on the CSV as the default, give --name default")
+		}
 		if *name == "" {
 			return errors.New("--csv needs --name (default or DEVICE/METRIC)")
 		}
@@ -276,16 +284,20 @@ func runModels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("models", stderr)
 	url, token := serverFlag(fs)
 	all := fs.Bool("all", false, "with list: every version, not only the active ones")
-	if err := parse(fs, args); err != nil {
+	// Flags may also follow the verb: vigil models list --all.
+	rest, err := parseOperands(fs, args)
+	if err != nil {
 		return err
 	}
 	c := &api.Client{BaseURL: *url, Token: *token}
-	rest := fs.Args()
 	if len(rest) == 0 {
 		return errors.New("say what to do: list [--all] | activate NAME VERSION")
 	}
 	switch rest[0] {
 	case "list":
+		if len(rest) > 1 {
+			return usageError(fs, "unexpected argument %q: usage: vigil models list [--all]", rest[1])
+		}
 		ms, err := c.Models(ctx, *all)
 		if err != nil {
 			return err
