@@ -277,8 +277,8 @@ func (h *handler) putModel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf(`body must be JSON {"name": "default", "DEVICE/METRIC" or "DEVICE/*", "spec": {"kind": ...}, ...}: %w`, err))
 		return
 	}
-	var spec models.Spec
-	if err := json.Unmarshal(m.Spec, &spec); err != nil {
+	spec, err := models.ParseSpec(m.Spec)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("spec: %w", err))
 		return
 	}

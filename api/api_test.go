@@ -126,7 +126,8 @@ func TestToken(t *testing.T) {
 }
 
 // TestPutModelChecksKindAgainstName: a DEVICE/* name takes a vector model
-// and only that; other names take series models only.
+// and only that; other names take series models only. A spec with a
+// misspelt field or an oversized window is refused too.
 func TestPutModelChecksKindAgainstName(t *testing.T) {
 	c, _ := serve(t, "")
 	ctx := context.Background()
@@ -141,6 +142,8 @@ func TestPutModelChecksKindAgainstName(t *testing.T) {
 		{"press-4/load", string(vector), "DEVICE/*"},
 		{"default", string(vector), "DEVICE/*"},
 		{"press-4/*", `{"kind":"mahalanobis","params":{"metrics":["load"]}}`, "at least two"},
+		{"default", `{"kind":"ewma_z","param":{"alpha":0.1}}`, `unknown field "param"`},
+		{"default", `{"kind":"robust_z","params":{"window":1099511627776}}`, "at most"},
 	} {
 		_, err := c.PutModel(ctx, store.Model{Name: bad.name, Spec: json.RawMessage(bad.spec)})
 		if code(err) != http.StatusBadRequest || !strings.Contains(err.Error(), bad.says) {
