@@ -82,6 +82,10 @@ type Gateway struct {
 	// command publish that a device's publish with the same packet id
 	// would drop from the session (inflightKey → packets.Packet).
 	shadowed sync.Map
+	// sentAt is, per device, the creation time given to the last command
+	// publish (see keepOrder); an expired session's entry is dropped.
+	orderMu sync.Mutex
+	sentAt  map[string]int64
 
 	connected, refusedUnknown, refusedKey, refusedOff, denied, telemetry, ackCount, badAcks atomic.Int64
 }
@@ -90,7 +94,7 @@ var _ gateway.Sender = (*Gateway)(nil)
 
 // New builds a gateway; nothing listens until Start.
 func New(cfg Config, auth gateway.Authenticator, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
-	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log}
+	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log, sentAt: map[string]int64{}}
 }
 
 // Start listens on cfg.Addr and serves devices until Close.
@@ -315,6 +319,9 @@ func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
 // OnClientExpired forgets the command publishes of a session that expired
 // without its device coming back.
 func (h *hook) OnClientExpired(cl *mochi.Client) {
+	h.g.orderMu.Lock()
+	delete(h.g.sentAt, cl.ID)
+	h.g.orderMu.Unlock()
 	h.g.inflight.Range(func(k, _ any) bool {
 		if k.(inflightKey).client == cl.ID {
 			h.g.inflight.Delete(k)
@@ -340,6 +347,29 @@ func (h *hook) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int)
 	if bag, err := url.ParseQuery(rest); err == nil && bag.Get("$.mid") != "" {
 		h.g.inflight.Store(inflightKey{cl.ID, pk.PacketID}, bag.Get("$.mid"))
 	}
+}
+
+// keepOrder dates vigil's command publish pk after the command before it
+// to the same device. mochi sends a resumed session's unacknowledged
+// publishes again sorted by creation time, which it keeps in whole seconds
+// (and sorts unstably), so commands sent within one second came back in
+// any order after a reconnection. A command may so be dated a few seconds
+// ahead, which only delays mochi's cap on how long a message may wait (a
+// day); its expiry is already fixed. (The sort compares the times' low 16
+// bits, so commands still waiting across the second at which those wrap,
+// every 18 hours, can still be resent out of order.)
+func (h *hook) keepOrder(pk packets.Packet) packets.Packet {
+	rest, ok := strings.CutPrefix(pk.TopicName, "devices/")
+	if !ok {
+		return pk
+	}
+	device, _, _ := strings.Cut(rest, "/")
+	g := h.g
+	g.orderMu.Lock()
+	defer g.orderMu.Unlock()
+	pk.Created = max(pk.Created, g.sentAt[device]+1)
+	g.sentAt[device] = pk.Created
+	return pk
 }
 
 // OnQosComplete reports a command delivered when its device's PUBACK
@@ -424,7 +454,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	g := h.g
 	if cl.Net.Inline {
-		return pk, nil // vigil's own command publishes
+		return h.keepOrder(pk), nil // vigil's own command publishes
 	}
 	h.restoreShadowed(cl, pk)
 	v, ok := g.identities.Load(cl.ID)

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,5 +236,36 @@ func TestAckPublishLeavesCommandsAlone(t *testing.T) {
 	case got := <-acks:
 		t.Fatalf("reported %s %s, which the device never acknowledged", got.CommandID, got.Status)
 	default:
+	}
+}
+
+// TestCommandsResentInOrder: commands a device has not acknowledged when
+// its connection drops come again, in the order vigil sent them, in the
+// resumed session, even when they were all sent within one second.
+func TestCommandsResentInOrder(t *testing.T) {
+	g, _, _ := start(t)
+	persistent := login("dev-2", "key-two-2", false)
+	dev, _ := dialRaw(t, g, 4, persistent)
+	dev.subscribe("devices/dev-2/messages/devicebound/#")
+	const n = 8
+	for i := range n {
+		if err := g.Send(t.Context(), gateway.Command{ID: strconv.Itoa(i), Device: "dev-2", Name: "step"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if pk := dev.next(); pk.FixedHeader.Type != packets.Publish || !strings.Contains(pk.TopicName, "mid="+strconv.Itoa(i)+"&") {
+			t.Fatalf("command %d arrived as %q", i, pk.TopicName)
+		}
+	}
+	dev.conn.Close() // none acknowledged
+	dev, ca := dialRaw(t, g, 4, persistent)
+	if !ca.SessionPresent {
+		t.Fatalf("session not resumed: %+v", ca)
+	}
+	for i := range n {
+		if pk := dev.next(); pk.FixedHeader.Type != packets.Publish || !pk.FixedHeader.Dup || !strings.Contains(pk.TopicName, "mid="+strconv.Itoa(i)+"&") {
+			t.Fatalf("resent command %d of %d arrived as %q (dup %v)", i, n, pk.TopicName, pk.FixedHeader.Dup)
+		}
 	}
 }
