@@ -101,7 +101,8 @@ func (c ContextConfig) Validate() error {
 // The learning period (WarmUp readings spanning at least WarmUpSeconds)
 // fixes the value range [lo, hi]; the grid of Bins bins covers it widened
 // by Margin on each side and extends beyond it with bins of the same width.
-// The learned readings are then replayed to seed the memory. From then on:
+// The latest learned readings (up to 4,096) are then replayed to seed the
+// memory. From then on:
 //
 //   - Spatial novelty: a reading in a bin no earlier reading has visited —
 //     outside the range ever seen, or in a gap inside it — scores 1. It is
@@ -125,9 +126,14 @@ func (c ContextConfig) Validate() error {
 type Context struct {
 	cfg ContextConfig
 
-	// Learning period.
+	// Learning period: how many readings it has taken and their range, and
+	// the latest of them (at most learnReplay, a ring once full, oldest at
+	// bufHead) to replay when it ends.
 	learning bool
+	learned  int
+	min, max float64
 	buf      []float64
+	bufHead  int
 	start    time.Time
 
 	// Grid: bin k holds [lo + k·w, lo + (k+1)·w). The visited bins are
@@ -151,6 +157,13 @@ type Context struct {
 	sum     float64
 	ringBuf [16]float64
 }
+
+// learnReplay is how many of the learning period's latest readings are
+// kept to seed the memory of contexts when it ends. The period lasts
+// WarmUp readings and WarmUpSeconds, so a fast series (a day of a 100 Hz
+// sensor is 8.6 million readings) would otherwise keep all of them; its
+// range is followed over every reading all the same.
+const learnReplay = 4096
 
 // The visited bins from visitedLow to visitedLow+visitedNear-1 are kept in a
 // bitset; the learned range is bins 0 to Bins-1.
@@ -246,10 +259,7 @@ func (d *Context) push(b int64) int {
 
 // endLearning fixes the grid from the learning period and replays it.
 func (d *Context) endLearning() {
-	lo, hi := d.buf[0], d.buf[0]
-	for _, v := range d.buf {
-		lo, hi = math.Min(lo, v), math.Max(hi, v)
-	}
+	lo, hi := d.min, d.max
 	span := hi - lo
 	if !(span > 0) {
 		// A flat series: any change is new.
@@ -257,8 +267,8 @@ func (d *Context) endLearning() {
 	}
 	d.lo = lo - d.cfg.Margin*span
 	d.w = span * (1 + 2*d.cfg.Margin) / float64(d.cfg.Bins)
-	for _, v := range d.buf {
-		b := d.bin(v)
+	for i := range d.buf {
+		b := d.bin(d.buf[(d.bufHead+i)%len(d.buf)])
 		d.visit(b)
 		d.push(b)
 	}
@@ -286,11 +296,18 @@ func (d *Context) Update(ts time.Time, x float64) Score {
 		return s
 	}
 	if d.learning {
-		if len(d.buf) == 0 {
-			d.start = ts
+		if d.learned == 0 {
+			d.start, d.min, d.max = ts, x, x
 		}
-		d.buf = append(d.buf, x)
-		if len(d.buf) >= d.cfg.WarmUp && ts.Sub(d.start).Seconds() >= d.cfg.WarmUpSeconds {
+		d.learned++
+		d.min, d.max = math.Min(d.min, x), math.Max(d.max, x)
+		if len(d.buf) < learnReplay {
+			d.buf = append(d.buf, x)
+		} else {
+			d.buf[d.bufHead] = x
+			d.bufHead = (d.bufHead + 1) % learnReplay
+		}
+		if d.learned >= d.cfg.WarmUp && ts.Sub(d.start).Seconds() >= d.cfg.WarmUpSeconds {
 			d.endLearning()
 		}
 		return s

@@ -182,3 +182,32 @@ func TestContextFingerprintsSpread(t *testing.T) {
 		t.Fatalf("%d fingerprint collisions among %d contexts; random 32-bit fingerprints would have about 1", collisions, len(seen))
 	}
 }
+
+// TestContextLearningMemoryIsBounded: a fast series keeps at most
+// learnReplay readings of its learning period, however many it takes, and
+// its range still comes from all of them: a first reading long gone from
+// the buffer still sets the low end of the grid.
+func TestContextLearningMemoryIsBounded(t *testing.T) {
+	cfg := DefaultContextConfig() // a day and 600 readings
+	d, err := NewContext(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	d.Update(t0, 0)
+	const n = 100 * 86400 / 10 // a tenth of a day at 100 Hz
+	for i := 1; i <= n; i++ {
+		d.Update(t0.Add(time.Duration(i)*10*time.Millisecond), 10+float64(i%11))
+	}
+	if !d.learning || len(d.buf) > learnReplay || cap(d.buf) > 2*learnReplay {
+		t.Fatalf("learning %v with %d readings kept (capacity %d), want at most %d", d.learning, len(d.buf), cap(d.buf), learnReplay)
+	}
+	d.Update(t0.Add(25*time.Hour), 15) // the day is over
+	if d.learning {
+		t.Fatal("still learning after a day and 600 readings")
+	}
+	// Range [0, 20] widened by 10% on each side, cut into 16 bins.
+	if wantLo, wantW := -2.0, 24.0/16; math.Abs(d.lo-wantLo) > 1e-12 || math.Abs(d.w-wantW) > 1e-12 {
+		t.Fatalf("grid from %g in bins of %g, want from %g in bins of %g", d.lo, d.w, wantLo, wantW)
+	}
+}
