@@ -95,7 +95,8 @@ func TestFlagsAfterOperands(t *testing.T) {
 
 // TestTrainCSVRefusesHistoryFlags: the flags that choose stored history do
 // not apply to a CSV, which is the whole series; train --csv refuses them,
-// naming the flag, and registers nothing.
+// naming the flag, and registers nothing; training on stored history
+// refuses --name, which only a CSV's model takes.
 func TestTrainCSVRefusesHistoryFlags(t *testing.T) {
 	ctx := context.Background()
 	srv := startServer(t)
@@ -112,6 +113,11 @@ func TestTrainCSVRefusesHistoryFlags(t *testing.T) {
 		if code := run(ctx, args, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), extra[0]) {
 			t.Errorf("train --csv %v: exit %d, %q; want a refusal naming %s", extra, code, stderr.String(), extra[0])
 		}
+	}
+	// And the other way round: --name names a CSV's model only.
+	var stdout, stderr bytes.Buffer
+	if code := run(ctx, []string{"train", "--server", url, "--model", "ewma_z", "--name", "default"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "--name") {
+		t.Errorf("train --name on stored history: exit %d, %q; want a refusal naming --name", code, stderr.String())
 	}
 	if ms, err := srv.Store().Models(ctx, true); err != nil || len(ms) != 0 {
 		t.Fatalf("registry %+v %v, want nothing registered", ms, err)

@@ -114,6 +114,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return register(ctx, c, stdout, *name, specJSON, ts, m, fitSummary(m))
 	}
 
+	if *name != "" {
+		return errors.New("--name names the model trained on a --csv; on stored history vigil registers one version per series (DEVICE/METRIC), or with --default the fleet-wide default")
+	}
 	where, toT, err := historyWindow(*from, *to, *device)
 	if err != nil {
 		return err
