@@ -64,7 +64,9 @@ func TestTLS(t *testing.T) {
 		t.Fatal("a plain MQTT connection was accepted on the TLS port")
 	}
 
-	c := &api.Client{BaseURL: "https://" + srv.HTTPAddr(), HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: cert.ClientConfig()}}}
+	// Clients with a timeout: a request left unanswered fails the test
+	// rather than hanging it.
+	c := &api.Client{BaseURL: "https://" + srv.HTTPAddr(), HTTP: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: cert.ClientConfig()}}}
 	st, err := c.Status(ctx)
 	if err != nil {
 		t.Fatalf("status over HTTPS: %v", err)
@@ -72,7 +74,7 @@ func TestTLS(t *testing.T) {
 	if fmt.Sprint(st["readings_stored"]) != "3" {
 		t.Fatalf("status over HTTPS: %v readings, want 3", st["readings_stored"])
 	}
-	resp, err := http.Get("http://" + srv.HTTPAddr() + "/api/v1/health")
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get("http://" + srv.HTTPAddr() + "/api/v1/health")
 	if err == nil {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
