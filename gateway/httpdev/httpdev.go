@@ -60,6 +60,7 @@ type Stats struct {
 	Invalid    int64 `json:"invalid"`          // bodies kept as dead letters and answered 400
 	Refused    int64 `json:"refused"`          // requests with unknown devices, wrong keys or disabled devices
 	Limited    int64 `json:"rate_limited"`     // requests over a device's rate, answered 429
+	Throttled  int64 `json:"throttled"`        // requests refused unchecked after too many wrong keys (gateway.Throttle), answered 429
 	Polls      int64 `json:"polls"`            // command polls
 	Delivered  int64 `json:"commands_handed"`  // commands handed to devices (again after LockFor)
 	Answers    int64 `json:"commands_answers"` // completions and rejections passed on
@@ -80,7 +81,10 @@ type Gateway struct {
 	boxes   map[string]*mailbox // by device name
 	buckets map[string]*bucket  // by device name
 
-	telemetry, invalid, refused, limited, polls, delivered, answers, badAnswers atomic.Int64
+	// throttle holds back a device and host after wrong keys.
+	throttle *gateway.Throttle
+
+	telemetry, invalid, refused, limited, throttled, polls, delivered, answers, badAnswers atomic.Int64
 
 	closing   chan struct{} // closed by Close: polls stop waiting
 	closeOnce sync.Once
@@ -108,7 +112,8 @@ func New(cfg Config, auth gateway.Authenticator, sink gateway.Sink, acks gateway
 		return nil, err
 	}
 	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log.With("component", "http-devices"),
-		now: time.Now, boxes: map[string]*mailbox{}, buckets: map[string]*bucket{}, closing: make(chan struct{})}, nil
+		now: time.Now, boxes: map[string]*mailbox{}, buckets: map[string]*bucket{}, closing: make(chan struct{}),
+		throttle: gateway.NewThrottle()}, nil
 }
 
 // Close answers the devices waiting in a command poll, and every poll
@@ -122,7 +127,7 @@ func (g *Gateway) Close() {
 
 // Stats returns the counters.
 func (g *Gateway) Stats() Stats {
-	return Stats{Telemetry: g.telemetry.Load(), Invalid: g.invalid.Load(), Refused: g.refused.Load(), Limited: g.limited.Load(), Polls: g.polls.Load(),
+	return Stats{Telemetry: g.telemetry.Load(), Invalid: g.invalid.Load(), Refused: g.refused.Load(), Limited: g.limited.Load(), Throttled: g.throttled.Load(), Polls: g.polls.Load(),
 		Delivered: g.delivered.Load(), Answers: g.answers.Load(), BadAnswers: g.badAnswers.Load()}
 }
 
@@ -192,6 +197,14 @@ func (g *Gateway) device(w http.ResponseWriter, r *http.Request) (gateway.Device
 		writeError(w, http.StatusForbidden, fmt.Sprintf("credentials of device %q cannot act for device %q", user, id))
 		return gateway.Device{}, false
 	}
+	host := gateway.Host(r.RemoteAddr)
+	if wait := g.throttle.Wait(user, host); wait > 0 {
+		g.throttled.Add(1)
+		secs := int(math.Ceil(wait.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong keys for device %q from this host: try again in %d s", user, secs))
+		return gateway.Device{}, false
+	}
 	dev, err := g.auth.AuthenticateDevice(user, key)
 	switch {
 	case errors.Is(err, gateway.ErrDeviceDisabled):
@@ -200,9 +213,11 @@ func (g *Gateway) device(w http.ResponseWriter, r *http.Request) (gateway.Device
 		return gateway.Device{}, false
 	case err != nil:
 		g.refused.Add(1)
+		g.throttle.Failed(user, host)
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return gateway.Device{}, false
 	}
+	g.throttle.Succeeded(user, host)
 	if wait := g.admit(dev.Name); wait > 0 {
 		g.limited.Add(1)
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))

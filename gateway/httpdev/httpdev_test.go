@@ -142,6 +142,30 @@ func TestDeviceIDWithAColon(t *testing.T) {
 	}
 }
 
+// TestWrongKeysAreThrottled: after five wrong keys in a row from one host,
+// a device must wait before its next request from there: 429 with
+// Retry-After, even with the right key, its key unchecked.
+func TestWrongKeysAreThrottled(t *testing.T) {
+	f := newFixture(t)
+	f.g.throttle.Base = time.Minute
+	const path = "/devices/d1/messages/events"
+	for i := range 5 {
+		if code, body := f.do(t, "POST", path, "d1", "wrong", `{"a": 1}`); code != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d: %d %s", i+1, code, body)
+		}
+	}
+	code, body := f.do(t, "POST", path, "d1", "k1", `{"a": 1}`)
+	if code != http.StatusTooManyRequests || !strings.Contains(body, "too many wrong keys") {
+		t.Fatalf("after five wrong keys: %d %s, want 429", code, body)
+	}
+	if s := f.g.Stats(); s.Throttled != 1 || len(f.sink.got) != 0 {
+		t.Fatalf("stats %+v, %d messages stored", s, len(f.sink.got))
+	}
+	if code, body := f.do(t, "POST", "/devices/d2/messages/events", "d2", "k2", `{"a": 1}`); code != http.StatusNoContent {
+		t.Fatalf("another device from the same host: %d %s", code, body)
+	}
+}
+
 func TestTelemetry(t *testing.T) {
 	f := newFixture(t)
 	const path = "/devices/d1/messages/events"

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"strings"
@@ -52,6 +53,7 @@ type Stats struct {
 	RefusedUnknown int64 // connections from unregistered device ids
 	RefusedKey     int64 // connections with a wrong key or mismatched user name
 	RefusedOff     int64 // connections from disabled devices
+	Throttled      int64 // connections refused unchecked after too many wrong keys (gateway.Throttle)
 	Denied         int64 // publishes, subscriptions and wills outside the device's own topics
 	Telemetry      int64 // telemetry messages handed to the sink
 	Acks           int64 // command acknowledgements received
@@ -87,14 +89,17 @@ type Gateway struct {
 	orderMu sync.Mutex
 	sentAt  map[string]int64
 
-	connected, refusedUnknown, refusedKey, refusedOff, denied, telemetry, ackCount, badAcks atomic.Int64
+	// throttle holds back a device and host after wrong keys.
+	throttle *gateway.Throttle
+
+	connected, refusedUnknown, refusedKey, refusedOff, throttled, denied, telemetry, ackCount, badAcks atomic.Int64
 }
 
 var _ gateway.Sender = (*Gateway)(nil)
 
 // New builds a gateway; nothing listens until Start.
 func New(cfg Config, auth gateway.Authenticator, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
-	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log, sentAt: map[string]int64{}}
+	return &Gateway{cfg: cfg, auth: auth, sink: sink, acks: acks, log: log, sentAt: map[string]int64{}, throttle: gateway.NewThrottle()}
 }
 
 // Start listens on cfg.Addr and serves devices until Close.
@@ -152,7 +157,7 @@ func (g *Gateway) Close() error {
 func (g *Gateway) Stats() Stats {
 	return Stats{
 		Connected: g.connected.Load(), RefusedUnknown: g.refusedUnknown.Load(), RefusedKey: g.refusedKey.Load(),
-		RefusedOff: g.refusedOff.Load(), Denied: g.denied.Load(), Telemetry: g.telemetry.Load(),
+		RefusedOff: g.refusedOff.Load(), Throttled: g.throttled.Load(), Denied: g.denied.Load(), Telemetry: g.telemetry.Load(),
 		Acks: g.ackCount.Load(), BadAcks: g.badAcks.Load(),
 	}
 }
@@ -270,6 +275,9 @@ func (h *hook) restoreShadowed(cl *mochi.Client, pk packets.Packet) {
 // (OnWillSent). (mochi itself refuses a retained will: the gateway keeps no
 // retained messages.)
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	if wait := h.g.throttle.Wait(cl.ID, gateway.Host(cl.Net.Remote)); wait > 0 {
+		return h.throttled(cl, wait)
+	}
 	c := pk.Connect
 	if !c.WillFlag || ownEvents(cl.ID, c.WillTopic) {
 		return nil
@@ -280,6 +288,24 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	if cl.Properties.ProtocolVersion == 5 {
 		code = packets.Code{Code: packets.ErrNotAuthorized.Code,
 			Reason: "a will must be telemetry on the device's own topic " + eventsPrefix(cl.ID) + "/"}
+	}
+	if err := h.g.server.SendConnack(cl, code, false, nil); err != nil {
+		return err
+	}
+	return code
+}
+
+// throttled refuses a connection, its key unchecked, from a device and host
+// that must wait after wrong keys (gateway.Throttle): CONNACK "connection
+// rate exceeded" on MQTT 5 with the wait, "server unavailable" on 3.1.1.
+func (h *hook) throttled(cl *mochi.Client, wait time.Duration) error {
+	h.g.throttled.Add(1)
+	secs := int(math.Ceil(wait.Seconds()))
+	h.g.log.Warn("connection refused: too many wrong keys from this host", "client_id", cl.ID, "remote", cl.Net.Remote, "retry_after_s", secs)
+	code := packets.Err3ServerUnavailable
+	if cl.Properties.ProtocolVersion == 5 {
+		code = packets.Code{Code: packets.ErrConnectionRateExceeded.Code,
+			Reason: fmt.Sprintf("too many wrong keys for %s from this host: try again in %d s", cl.ID, secs)}
 	}
 	if err := h.g.server.SendConnack(cl, code, false, nil); err != nil {
 		return err
@@ -405,8 +431,12 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 			return false
 		}
 	}
+	host := gateway.Host(cl.Net.Remote)
 	dev, err := g.auth.AuthenticateDevice(name, string(pk.Connect.Password))
 	if err != nil {
+		if !errors.Is(err, gateway.ErrDeviceDisabled) {
+			g.throttle.Failed(name, host) // a wrong key, or a guessed name
+		}
 		switch {
 		case errors.Is(err, gateway.ErrUnknownDevice):
 			g.refusedUnknown.Add(1)
@@ -418,6 +448,7 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		g.log.Warn("connection refused", "client_id", name, "remote", cl.Net.Remote, "reason", err)
 		return false
 	}
+	g.throttle.Succeeded(name, host)
 	g.connected.Add(1)
 	g.identities.Store(name, dev)
 	return true

@@ -28,7 +28,17 @@ type rawClient struct {
 // gateway's CONNACK.
 func dialRaw(t *testing.T, g *Gateway, version byte, connect packets.ConnectParams) (*rawClient, packets.Packet) {
 	t.Helper()
-	conn, err := net.Dial("tcp", g.Addr())
+	return dialRawFrom(t, g, "", version, connect)
+}
+
+// dialRawFrom is dialRaw from the local IP address local (any when "").
+func dialRawFrom(t *testing.T, g *Gateway, local string, version byte, connect packets.ConnectParams) (*rawClient, packets.Packet) {
+	t.Helper()
+	var d net.Dialer
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	conn, err := d.Dial("tcp", g.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,5 +277,38 @@ func TestCommandsResentInOrder(t *testing.T) {
 		if pk := dev.next(); pk.FixedHeader.Type != packets.Publish || !pk.FixedHeader.Dup || !strings.Contains(pk.TopicName, "mid="+strconv.Itoa(i)+"&") {
 			t.Fatalf("resent command %d of %d arrived as %q (dup %v)", i, n, pk.TopicName, pk.FixedHeader.Dup)
 		}
+	}
+}
+
+// TestWrongKeysAreThrottled: after five wrong keys in a row from one host, a
+// device must wait before its next attempt from there: the attempt is
+// refused unchecked, even with the right key, with "connection rate
+// exceeded" and the wait on MQTT 5 ("server unavailable" on 3.1.1). From
+// another host the device still connects.
+func TestWrongKeysAreThrottled(t *testing.T) {
+	g, _, _ := start(t)
+	g.throttle.Base = time.Minute // the wait outlasts the test on a slow machine
+	for i := range 5 {
+		c, ca := dialRawFrom(t, g, "127.0.0.1", 5, login("dev-1", "wrong-key-"+strconv.Itoa(i), true))
+		if ca.ReasonCode != packets.ErrBadUsernameOrPassword.Code {
+			t.Fatalf("wrong key %d: CONNACK reason %#x, want bad user name or password", i+1, ca.ReasonCode)
+		}
+		c.conn.Close()
+	}
+	c, ca := dialRawFrom(t, g, "127.0.0.1", 5, login("dev-1", "key-one-1", true))
+	if ca.ReasonCode != packets.ErrConnectionRateExceeded.Code || !strings.Contains(ca.Properties.ReasonString, "try again in") {
+		t.Fatalf("after five wrong keys: CONNACK reason %#x %q, want connection rate exceeded with the wait", ca.ReasonCode, ca.Properties.ReasonString)
+	}
+	c.conn.Close()
+	c, ca = dialRawFrom(t, g, "127.0.0.1", 4, login("dev-1", "key-one-1", true))
+	if ca.ReasonCode != packets.Err3ServerUnavailable.Code {
+		t.Fatalf("after five wrong keys, MQTT 3.1.1: CONNACK return code %#x, want server unavailable", ca.ReasonCode)
+	}
+	c.conn.Close()
+	if st := g.Stats(); st.Throttled != 2 || st.RefusedKey != 5 {
+		t.Fatalf("stats %+v, want 2 throttled and 5 wrong keys", st)
+	}
+	if _, ca := dialRawFrom(t, g, "127.0.0.2", 5, login("dev-1", "key-one-1", true)); ca.ReasonCode != 0 {
+		t.Fatalf("from another host: CONNACK reason %#x", ca.ReasonCode)
 	}
 }
