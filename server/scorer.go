@@ -25,7 +25,13 @@ import (
 // only its own rows, and applies model versions from the registry between
 // batches: it reads the registry, checks each new version once, and has
 // every shard apply it (a shard warms only the series it owns) before it
-// counts the version as applied.
+// counts the version as applied. At startup, before any batch, every shard
+// also warms the default detector of each stored series it owns, so that
+// a restart does not start them cold.
+//
+// A batch is committed before it is handed to the scorer, so the history a
+// new detector warms on may hold batches still waiting to be scored; a
+// shard does not feed those readings to the detector again (see warmedTo).
 
 // shard scores the readings of the devices it owns.
 type shard struct {
@@ -41,6 +47,10 @@ type shard struct {
 	// model of its own; the others run the default, defaultLabel.
 	labels       map[models.SeriesKey]string
 	defaultLabel string
+	// warmedTo holds, for each series whose detector was last warmed on
+	// stored history, the time of the newest reading of that history,
+	// until the series' first reading dated after it (see warmedOn).
+	warmedTo map[models.SeriesKey]time.Time
 	// vectors runs the device-level (DEVICE/*) models; nil until one is
 	// applied, so that without one scoring is what it always was.
 	vectors      *models.VectorMonitor
@@ -50,9 +60,13 @@ type shard struct {
 // shardJob is a committed batch to score, or model versions to apply (and
 // a channel to say when they are).
 type shardJob struct {
-	rec     arrow.RecordBatch
-	models  []modelVersion
-	since   time.Time // with models: the oldest reading they warm on (Server.warmSince)
+	rec    arrow.RecordBatch
+	models []modelVersion
+	since  time.Time // with models: the oldest reading they warm on (Server.warmSince)
+	// stored, with models or none: warm the default detector of every
+	// stored series that runs it even if no new default is among them (at
+	// startup).
+	stored  bool
 	applied chan<- struct{}
 }
 
@@ -94,6 +108,7 @@ func newShards(s *Server, n int) ([]*shard, error) {
 		shards[i] = &shard{
 			s: s, index: i, count: n, in: make(chan shardJob, 16), monitor: m,
 			labels: map[models.SeriesKey]string{}, defaultLabel: s.cfg.Monitor.Model.Kind,
+			warmedTo: map[models.SeriesKey]time.Time{},
 		}
 	}
 	return shards, nil
@@ -136,13 +151,13 @@ func (s *Server) score() {
 		}
 	}()
 	ctx := context.Background()
-	s.applyModels(ctx)
+	s.applyModels(ctx, true)
 	poll := time.NewTicker(s.cfg.ModelPoll)
 	defer poll.Stop()
 	for {
 		select {
 		case <-poll.C:
-			s.applyModels(ctx)
+			s.applyModels(ctx, false)
 		case rec, ok := <-s.recs:
 			if !ok {
 				return
@@ -163,8 +178,10 @@ func (s *Server) score() {
 // detector first replays the recent stored history through the same Update
 // it will run live, so it starts warm. A version that cannot be applied is
 // logged and not retried, except one whose device is not registered yet,
-// which is applied once the device is.
-func (s *Server) applyModels(ctx context.Context) {
+// which is applied once the device is. At startup every stored series
+// that runs the default gets a default detector warmed on its history,
+// new default version or not.
+func (s *Server) applyModels(ctx context.Context, startup bool) {
 	ms, err := s.store.Models(ctx, false)
 	if err != nil {
 		s.log.Error("reading the model registry", "err", err)
@@ -194,13 +211,13 @@ func (s *Server) applyModels(ctx context.Context) {
 		vs = append(vs, v)
 	}
 	s.modelsWait.Store(int64(len(s.waiting)))
-	if len(vs) == 0 {
+	if len(vs) == 0 && !startup {
 		return
 	}
 	done := make(chan struct{}, len(s.shards))
 	since := s.warmSince(ctx) // once for every shard and series
 	for _, sh := range s.shards {
-		sh.in <- shardJob{models: vs, since: since, applied: done}
+		sh.in <- shardJob{models: vs, since: since, stored: startup, applied: done}
 	}
 	for range s.shards {
 		<-done
@@ -264,7 +281,7 @@ func (sh *shard) run() {
 			job.rec.Release()
 			continue
 		}
-		sh.applyRound(ctx, job.models, job.since)
+		sh.applyRound(ctx, job.models, job.since, job.stored)
 		job.applied <- struct{}{}
 	}
 }
@@ -277,11 +294,13 @@ func (sh *shard) run() {
 var warmChunk = 1024
 
 // applyRound puts a round of checked model versions to work on the series
-// the shard owns, warmed on their stored readings from since on: a new
-// default on every series that runs it (one scan), and new per-series and
-// per-device models on histories read together, one scan per warmChunk
-// series, rather than one query per series.
-func (sh *shard) applyRound(ctx context.Context, vs []modelVersion, since time.Time) {
+// the shard owns, warmed on their stored readings from since on: new
+// per-series and per-device models on histories read together, one scan
+// per warmChunk series, rather than one query per series; then a new
+// default (or, with stored, the one running) on every series that runs it
+// (one scan), so that series with a model of their own are not warmed
+// twice.
+func (sh *shard) applyRound(ctx context.Context, vs []modelVersion, since time.Time, stored bool) {
 	var chunk []pendingModel
 	var ids []store.SeriesID
 	flush := func() {
@@ -301,7 +320,7 @@ func (sh *shard) applyRound(ctx context.Context, vs []modelVersion, since time.T
 				continue
 			}
 			sh.defaultLabel = v.label
-			sh.warmDefault(ctx, v, since)
+			stored = true
 		case sh.owns(v.series.Device):
 			p, err := sh.prepare(ctx, v)
 			if err != nil {
@@ -316,6 +335,9 @@ func (sh *shard) applyRound(ctx context.Context, vs []modelVersion, since time.T
 	}
 	if len(chunk) > 0 {
 		flush()
+	}
+	if stored {
+		sh.warmDefault(ctx, since)
 	}
 }
 
@@ -369,6 +391,7 @@ func (sh *shard) prepare(ctx context.Context, v modelVersion) (pendingModel, err
 			h := hist[p.ids[0]]
 			models.ScoreSeries(det, h.ts, h.xs)
 			sh.monitor.Replace(key, det, true)
+			sh.warmedOn(key, h.ts)
 			sh.labels[key] = v.label
 			return nil
 		}
@@ -410,12 +433,45 @@ func (sh *shard) scoreRecord(ctx context.Context, rec arrow.RecordBatch) {
 		n++
 		key := models.SeriesKey{Device: d, Metric: met.Value(i)}
 		t := ts.Value(i).ToTime(arrow.Microsecond)
-		sc, tr := sh.monitor.Observe(key, t, val.Value(i))
-		sh.transition(ctx, key, t, sc, tr, sh.label(key))
+		if !sh.warmed(key, t) {
+			sc, tr := sh.monitor.Observe(key, t, val.Value(i))
+			sh.transition(ctx, key, t, sc, tr, sh.label(key))
+		}
 		if sh.vectors != nil {
 			sh.scoreVector(ctx, key, t, val.Value(i))
 		}
 	}
+}
+
+// warmedOn records that the detector of a series was warmed on the
+// readings dated ts (in time order), or on none.
+func (sh *shard) warmedOn(key models.SeriesKey, ts []time.Time) {
+	if len(ts) == 0 {
+		delete(sh.warmedTo, key)
+		return
+	}
+	sh.warmedTo[key] = ts[len(ts)-1]
+}
+
+// warmed reports whether a reading of a series, scored after its detector
+// was warmed on stored history, may be in that history, and so must not be
+// fed to the detector again: whether it is dated at or before the newest
+// reading of the history. Batches are committed, then scored in commit
+// order, so the series' first reading dated after that one was committed
+// after the history was read, and so was every batch scored after it: from
+// there on no reading is skipped. A reading committed after the history
+// was read but dated at or before its end (a second reading at the same
+// instant, a late one) is skipped too: never judged, but not learned twice.
+func (sh *shard) warmed(key models.SeriesKey, t time.Time) bool {
+	end, ok := sh.warmedTo[key]
+	if !ok {
+		return false
+	}
+	if !t.After(end) {
+		return true
+	}
+	delete(sh.warmedTo, key)
+	return false
 }
 
 // label returns the label of the model a series runs.
@@ -453,41 +509,47 @@ func (sh *shard) transition(ctx context.Context, key models.SeriesKey, t time.Ti
 }
 
 // warmDefault gives every series of the shard that runs the default model
-// a new detector of version v, warmed on the series' recent history, read
-// for all of them in one scan.
-func (sh *shard) warmDefault(ctx context.Context, v modelVersion, since time.Time) {
-	keys := sh.monitor.DefaultSeries()
-	if len(keys) == 0 {
-		return
-	}
-	todo := make(map[models.SeriesKey]bool, len(keys))
-	for _, k := range keys {
+// a new detector of it, warmed on the series' recent history, read for all
+// of them in one scan: the series the shard has scored, and the stored
+// series it has not (yet, since a restart), which would otherwise start
+// cold when they next report.
+func (sh *shard) warmDefault(ctx context.Context, since time.Time) {
+	spec, label := sh.monitor.Default(), sh.defaultLabel
+	todo := map[models.SeriesKey]bool{}
+	for _, k := range sh.monitor.DefaultSeries() {
 		todo[k] = true
 	}
 	replace := func(key models.SeriesKey, ts []time.Time, xs []float64) error {
-		det, err := models.New(v.spec)
+		det, err := models.New(spec)
 		if err != nil {
 			return err
 		}
 		models.ScoreSeries(det, ts, xs)
 		sh.monitor.Replace(key, det, false)
+		sh.warmedOn(key, ts)
 		delete(todo, key)
 		return nil
 	}
 	if n := sh.s.cfg.WarmReadings; n > 0 {
+		began, series := time.Now(), 0
 		err := sh.s.store.RecentHistories(ctx, n, since, sh.index, sh.count, func(d int32, m int16, ts []time.Time, xs []float64) error {
-			if key := (models.SeriesKey{Device: d, Metric: m}); todo[key] {
-				return replace(key, ts, xs)
+			key := models.SeriesKey{Device: d, Metric: m}
+			if _, own := sh.labels[key]; own {
+				return nil
 			}
-			return nil
+			series++
+			return replace(key, ts, xs)
 		})
 		if err != nil {
-			sh.s.log.Error("warming a model on history", "label", v.label, "err", err)
+			sh.s.log.Error("warming a model on history", "label", label, "err", err)
+		}
+		if series > 0 {
+			sh.s.log.Info("default model warmed on history", "label", label, "shard", sh.index, "series", series, "took", time.Since(began).Round(time.Millisecond))
 		}
 	}
 	for key := range todo { // no stored history (or the scan failed): start cold
 		if err := replace(key, nil, nil); err != nil {
-			sh.s.log.Error("model not applied", "label", v.label, "err", err)
+			sh.s.log.Error("model not applied", "label", label, "err", err)
 			return
 		}
 	}

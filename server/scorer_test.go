@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigil-iot/vigil/sim"
@@ -245,5 +246,152 @@ func TestPerSeriesModelsStartWarm(t *testing.T) {
 	var n int
 	if err := srv.Store().DB().QueryRow(`SELECT count(DISTINCT device_id) FROM anomalies WHERE model LIKE 'own-%/temperature@1(ewma_z)'`).Scan(&n); err != nil || n != devices {
 		t.Fatalf("%d devices flagged by their own models (%v), want %d", n, err, devices)
+	}
+}
+
+// TestNewModelSeesEachReadingOnce: a batch is committed before it is
+// scored, so a model applied in between warms on stored history that
+// already holds the batch; scoring the batch afterwards must not feed it
+// to the detector again, whether the model is the series' own or a new
+// default. Of 6 stored readings, 3 have been scored and 3 wait to be: an
+// ewma_z with warm_up 8, warmed on the 6, learns the next 2 readings and
+// scores the 9th first; fed the 3 twice, it scored the 6th (its repeat).
+func TestNewModelSeesEachReadingOnce(t *testing.T) {
+	for _, name := range []string{"once-1/temperature", store.DefaultModel} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := testConfig(t)
+			cfg.ModelPoll = time.Hour // the test hands the shard its jobs itself
+			cfg.Scorers = 1
+			// Any score above 0 opens an episode, which never closes: the
+			// one anomaly is the first reading the detector scores.
+			cfg.Monitor.Threshold, cfg.Monitor.Clear = 1e-9, 0
+			srv := startServer(t, cfg)
+			dev, err := srv.Store().AddDevice(ctx, "once-1", "once-key-01")
+			if err != nil {
+				t.Fatal(err)
+			}
+			temp, err := srv.Store().MetricID(ctx, "temperature")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+			at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+			// readings returns readings from, ..., to-1 of the series,
+			// alternating between 70 and 71.
+			readings := func(from, to int) arrow.RecordBatch {
+				var c store.TelemetryColumns
+				for i := from; i < to; i++ {
+					c.TS, c.DeviceID = append(c.TS, at(i).UnixMicro()), append(c.DeviceID, dev.ID)
+					c.MetricID, c.Value = append(c.MetricID, temp), append(c.Value, 70+float64(i%2))
+				}
+				return c.Record()
+			}
+			stored := readings(1, 7)
+			defer stored.Release()
+			if err := srv.Store().Commit(ctx, store.Batch{Readings: stored}); err != nil {
+				t.Fatal(err)
+			}
+			v, err := srv.resolve(ctx, store.Model{Name: name, Version: 1, Spec: json.RawMessage(`{"kind":"ewma_z","params":{"warm_up":8}}`)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sh := srv.shards[0]
+			done := make(chan struct{}, 1)
+			sh.in <- shardJob{rec: readings(1, 4)} // scored by the default the server started with
+			sh.in <- shardJob{models: []modelVersion{v}, since: srv.warmSince(ctx), applied: done}
+			<-done
+			sh.in <- shardJob{rec: readings(4, 7)}  // committed before the model was applied
+			sh.in <- shardJob{rec: readings(7, 12)} // committed after
+			sh.in <- shardJob{applied: done}        // the shard has scored both
+			<-done
+			var first time.Time
+			var n int
+			var model string
+			if err := srv.Store().DB().QueryRow(`SELECT min(ts), count(*), any_value(model) FROM anomalies`).Scan(&first, &n, &model); err != nil || n != 1 || model != v.label {
+				t.Fatalf("%d anomalies by %q (%v), want 1 by %q", n, model, err, v.label)
+			}
+			if !first.Equal(at(9)) {
+				t.Fatalf("the new detector scored reading %d first (at %s); want reading 9, after 6 warmed on and 2 learned live", int(first.Sub(t0)/time.Second), first)
+			}
+		})
+	}
+}
+
+// TestRestartStartsWarm: a restarted server warms the default detector of
+// every stored series on the series' history, on every shard, before it
+// scores a reading: a spike right after the restart is flagged, which a
+// detector started cold (the live default needs 20 readings) could not.
+func TestRestartStartsWarm(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.Scorers = 2
+	names := []string{"restart-a", "restart-b"}
+	// The history of an earlier run: 200 calm readings of each device.
+	st, err := store.Open(ctx, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	temp, err := st.MetricID(ctx, "temperature")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	shards := map[int32]bool{}
+	for _, name := range names {
+		d, err := st.AddDevice(ctx, name, "restart-key-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards[d.ID%2] = true
+		if _, err := st.DB().Exec(`INSERT INTO telemetry SELECT ? + to_seconds(k), ?, ?, 70 + 0.1 * (k % 5) FROM range(200) r(k)`, t0, d.ID, temp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(shards) != 2 {
+		t.Fatalf("both devices fall on one shard")
+	}
+	srv := startServer(t, cfg)
+	for _, name := range names {
+		c, err := sim.Connect(ctx, srv.MQTTAddr(), name, "restart-key-"+name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+		if _, err := c.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic(name), Payload: []byte(`{"temperature": 200}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scored := func() (n int64) {
+		for _, sh := range srv.shards {
+			n += sh.scored.Load()
+		}
+		return n
+	}
+	waitFor(t, "both spikes to be scored", 10*time.Second, func() any { return srv.Status() }, func() bool { return scored() == int64(len(names)) })
+	rows, err := srv.Store().DB().Query(`SELECT d.name, a.score, a.model FROM anomalies a JOIN devices d ON d.id = a.device_id ORDER BY d.name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	flagged := map[string]bool{}
+	for rows.Next() {
+		var name, model string
+		var score float64
+		if err := rows.Scan(&name, &score, &model); err != nil {
+			t.Fatal(err)
+		}
+		if score < 0.5 || model != cfg.Monitor.Model.Kind {
+			t.Errorf("%s: spike scored %.3f by %q, want at least 0.5 by the default", name, score, model)
+		}
+		flagged[name] = true
+	}
+	for _, name := range names {
+		if !flagged[name] {
+			t.Errorf("%s: the spike after the restart was not flagged: its default detector started cold", name)
+		}
 	}
 }
