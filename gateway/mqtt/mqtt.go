@@ -343,17 +343,20 @@ func (h *hook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
 }
 
 // OnClientExpired forgets the command publishes of a session that expired
-// without its device coming back.
+// without its device coming back (and any put aside by OnPacketRead for a
+// publish mochi then refused before OnPublish).
 func (h *hook) OnClientExpired(cl *mochi.Client) {
 	h.g.orderMu.Lock()
 	delete(h.g.sentAt, cl.ID)
 	h.g.orderMu.Unlock()
-	h.g.inflight.Range(func(k, _ any) bool {
-		if k.(inflightKey).client == cl.ID {
-			h.g.inflight.Delete(k)
-		}
-		return true
-	})
+	for _, m := range []*sync.Map{&h.g.inflight, &h.g.shadowed} {
+		m.Range(func(k, _ any) bool {
+			if k.(inflightKey).client == cl.ID {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
 }
 
 // inflightKey identifies a QoS 1 publish to a client until its PUBACK.
