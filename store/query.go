@@ -87,7 +87,7 @@ func prepareReadOnly(dc any, query string) (*duckdb.Stmt, error) {
 		return nil, errors.New("not a duckdb statement")
 	}
 	typ, err := ds.StatementType()
-	if err == nil && !readOnly[typ] {
+	if err == nil && (!readOnly[typ] || typ == duckdb.STATEMENT_TYPE_EXPLAIN && !plainExplain(query)) {
 		err = ErrReadOnly
 	}
 	if err != nil {
@@ -95,6 +95,51 @@ func prepareReadOnly(dc any, query string) (*duckdb.Stmt, error) {
 		return nil, err
 	}
 	return ds, nil
+}
+
+// plainExplain reports whether query, which DuckDB classified as EXPLAIN,
+// only explains: EXPLAIN ANALYZE runs the statement it explains (an
+// UPDATE, a DELETE, a SET), and EXPLAIN with options in parentheses may ask
+// for that too, so both are refused. It reads the first two words of the
+// text past white space and comments.
+func plainExplain(query string) bool {
+	rest := skipSpace(query)
+	if len(rest) < 7 || !strings.EqualFold(rest[:7], "EXPLAIN") {
+		return false
+	}
+	rest = skipSpace(rest[7:])
+	if rest == "" || rest[0] == '(' {
+		return false
+	}
+	end := strings.IndexFunc(rest, func(r rune) bool { return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || r == '_') })
+	if end < 0 {
+		end = len(rest)
+	}
+	word := rest[:end]
+	return !strings.EqualFold(word, "ANALYZE") && !strings.EqualFold(word, "ANALYSE")
+}
+
+// skipSpace returns s past its leading white space and SQL comments (--
+// to the end of the line, /* to */).
+func skipSpace(s string) string {
+	for {
+		t := strings.TrimLeft(s, " \t\r\n\f\v")
+		switch {
+		case strings.HasPrefix(t, "--"):
+			if i := strings.IndexByte(t, '\n'); i >= 0 {
+				s = t[i+1:]
+				continue
+			}
+			return ""
+		case strings.HasPrefix(t, "/*"):
+			if i := strings.Index(t[2:], "*/"); i >= 0 {
+				s = t[2+i+2:]
+				continue
+			}
+			return ""
+		}
+		return t
+	}
 }
 
 func collect(rows driver.Rows, limit int) (*Result, error) {

@@ -291,6 +291,11 @@ func TestQueryIsReadOnly(t *testing.T) {
 		`UPDATE devices SET status = 'disabled'`,
 		`COPY devices TO 'out.csv'`,
 		`ATTACH 'other.duckdb'`,
+		// EXPLAIN ANALYZE runs what it explains.
+		`EXPLAIN ANALYZE UPDATE devices SET status = 'disabled'`,
+		"explain /* plan */ -- and run\n analyse DELETE FROM devices",
+		`EXPLAIN (ANALYZE) DELETE FROM devices`,
+		`EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1`,
 	} {
 		if _, err := s.Query(ctx, q, 10); !errors.Is(err, ErrReadOnly) {
 			t.Errorf("%s: got %v, want ErrReadOnly", q, err)
@@ -314,6 +319,13 @@ func TestQueryIsReadOnly(t *testing.T) {
 	var n int
 	if err := s.DB().QueryRow(`SELECT count(*) FROM metrics WHERE id = 99`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("a refused INSERT ran: %d rows (%v)", n, err)
+	}
+	if res, err := s.Query(ctx, `EXPLAIN SELECT count(*) FROM devices`, 10); err != nil || len(res.Rows) == 0 {
+		t.Fatalf("a plain EXPLAIN: %v %+v", err, res)
+	}
+	var devices int
+	if err := s.DB().QueryRow(`SELECT count(*) FROM devices`).Scan(&devices); err != nil || devices != 1 {
+		t.Fatalf("a refused DELETE ran: %d devices (%v)", devices, err)
 	}
 	res, err = s.Query(ctx, `SELECT * FROM range(5)`, 3)
 	if err != nil || len(res.Rows) != 3 || !res.Truncated {
