@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -242,6 +243,9 @@ var ErrUnknownCommand = errors.New("no open command with that id for this device
 
 // HandleAck applies a device's acknowledgement to its command.
 func (c *Controller) HandleAck(ctx context.Context, a gateway.Ack) error {
+	// The device's words, kept as text: DuckDB refuses stray bytes, and
+	// the acknowledgement would be refused as not recorded every time.
+	a.Detail = strings.ToValidUTF8(a.Detail, "\uFFFD")
 	id, err := strconv.ParseInt(a.CommandID, 10, 64)
 	if err != nil {
 		return fmt.Errorf("ack %q from %s: command ids are integers: %w", a.CommandID, a.Device.Name, ErrUnknownCommand)

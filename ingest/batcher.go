@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -192,6 +194,11 @@ func NewBatcher(cfg Config, c Committer, observe Observer, log *slog.Logger) (*B
 // saying why. Decoding happens here, on the caller's goroutine, so many
 // connections decode in parallel.
 func (b *Batcher) Submit(ctx context.Context, m gateway.Message) error {
+	// DuckDB takes only valid UTF-8 in its text columns, and a batch is
+	// stored whole: one device's message id of stray bytes (an HTTP
+	// Message-Id header, an MQTT %24.mid=%FF) failed every message of the
+	// batch, every device's, again and again as they were sent again.
+	m.ID, m.Source = validText(m.ID), validText(m.Source)
 	it := item{msg: m, columns: columnsPool.Get().(*Readings)}
 	rs, invalid := decodeInto(m.Body, m.Received, *it.columns)
 	if invalid != nil {
@@ -217,6 +224,16 @@ func (b *Batcher) Submit(ctx context.Context, m gateway.Message) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// validText returns s if it is valid UTF-8, else s quoted in Go syntax
+// (its stray bytes as \x escapes): the same s always gives the same text,
+// so a message id of stray bytes still recognises its message sent again.
+func validText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 // Close stops taking messages, commits and settles everything already

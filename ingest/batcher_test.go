@@ -669,3 +669,47 @@ func TestStoreFailureIsNotADeadLetter(t *testing.T) {
 		t.Fatalf("%d dead letters for a message that was valid", n)
 	}
 }
+
+// TestStrayBytesInAnIDSpoilNoBatch: a message id or source that is not
+// valid UTF-8 (DuckDB's text columns take nothing else, and a batch is
+// stored whole) neither fails the batch for the other devices' messages
+// nor escapes dedupe: the same id sent again is recognised.
+func TestStrayBytesInAnIDSpoilNoBatch(t *testing.T) {
+	s := newStore(t)
+	b, err := NewBatcher(testConfig(1000, time.Hour, 16), s, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit := func(dev int32, id, source, body string) chan error {
+		done := make(chan error, 1)
+		if err := b.Submit(context.Background(), gateway.Message{Device: gateway.Device{ID: dev}, ID: id, Source: source,
+			Body: []byte(body), Received: time.Now(), Settle: func(err error) { done <- err }}); err != nil {
+			t.Fatal(err)
+		}
+		return done
+	}
+	settled := []chan error{
+		submit(1, "m-\xff", "events", `{"a": 1}`),
+		submit(1, "m-\xff", "events", `{"a": 1}`), // the same id again
+		submit(1, "m-\xfe", "events", `{"a": 2}`), // another stray byte: another id
+		submit(2, "m-1", "events", `{"a": 3}`),    // another device in the same batch
+		submit(2, "m-2", "ev\xffents", `{"a": "x"}`),
+	}
+	b.Close(context.Background())
+	for i, c := range settled {
+		if err := <-c; err != nil {
+			if _, invalid := gateway.Invalid(err); !(i == 4 && invalid) {
+				t.Fatalf("message %d settled with %v", i, err)
+			}
+		}
+	}
+	if n := count(t, s, `SELECT count(*) FROM telemetry`); n != 3 {
+		t.Fatalf("%d readings stored, want 3", n)
+	}
+	if n := count(t, s, `SELECT count(*) FROM dead_letters`); n != 1 {
+		t.Fatalf("%d dead letters, want 1", n)
+	}
+	if st := b.Stats(); st.Duplicates != 1 || st.CommitErrors != 0 {
+		t.Fatalf("stats %+v, want 1 duplicate and no commit error", st)
+	}
+}
