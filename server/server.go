@@ -312,10 +312,16 @@ func (s *Server) shutdownPipeline(ctx context.Context) error {
 	return err
 }
 
+// apiGrace is how long Close lets API requests in flight finish before it
+// cuts them: a query streaming a large answer to a client that stopped
+// reading, or a long one, would otherwise hold the shutdown for good.
+var apiGrace = 5 * time.Second
+
 // Close shuts down in the order that loses nothing: stop taking telemetry
 // and commit every in-flight batch (its devices get their acknowledgements
 // while still connected), finish scoring, then disconnect devices, stop the
-// API and close the store.
+// API (requests still running after apiGrace are cut, their queries
+// cancelled) and close the store.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		var errs []error
@@ -325,7 +331,12 @@ func (s *Server) Close(ctx context.Context) error {
 		errs = append(errs, s.gw.Close(), s.closeAMQP())
 		if s.http != nil {
 			s.httpdev.Close() // its long polls would hold Shutdown
-			errs = append(errs, s.http.Shutdown(ctx))
+			grace, cancel := context.WithTimeout(ctx, apiGrace)
+			if err := s.http.Shutdown(grace); err != nil {
+				s.log.Warn("API requests still running at shutdown were cut", "grace", apiGrace, "err", err)
+				s.http.Close() // closes their connections, which cancels their queries
+			}
+			cancel()
 		}
 		errs = append(errs, s.ctrl.Tick(ctx), s.store.Close())
 		s.closeErr = errors.Join(errs...)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/vigil-iot/vigil/api"
 	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/sim"
 	"github.com/vigil-iot/vigil/store"
@@ -145,5 +147,43 @@ func TestCloseAnswersLongPolls(t *testing.T) {
 	}
 	if code := <-answered; code != http.StatusNoContent {
 		t.Fatalf("the waiting poll was answered %d, want 204", code)
+	}
+}
+
+// TestCloseCutsStuckAPIRequests: an API request still running when the
+// server shuts down — here an Arrow answer of a hundred million rows to a client
+// that stopped reading — is cut after the grace period, its query
+// cancelled, instead of holding the shutdown for good.
+func TestCloseCutsStuckAPIRequests(t *testing.T) {
+	defer func(g time.Duration) { apiGrace = g }(apiGrace)
+	apiGrace = 200 * time.Millisecond
+	ctx := context.Background()
+	srv, err := Start(ctx, testConfig(t), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("GET", "http://"+srv.HTTPAddr()+"/api/v1/query?sql="+url.QueryEscape("SELECT * FROM range(100000000)"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", api.ArrowStream)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("query: %s", resp.Status)
+	}
+	// The answer is streaming; the client reads no more of it.
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Close still waits for the API request a minute later")
 	}
 }

@@ -33,6 +33,13 @@ Run "vigil COMMAND -h" for a command's flags.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal asks for a clean shutdown; from then on a
+		// signal has its default effect, so a second Ctrl-C ends the
+		// process even if the shutdown waits on something.
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
