@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -45,8 +46,10 @@ type ActivateRequest struct {
 
 // QueryRequest is the body of POST /api/v1/query.
 type QueryRequest struct {
-	SQL   string `json:"sql"`
-	Limit int    `json:"limit,omitempty"`
+	SQL string `json:"sql"`
+	// Limit is the most rows a JSON answer holds: 0 (or none) for
+	// DefaultRowLimit, at most MaxRowLimit. A negative limit is refused.
+	Limit int `json:"limit,omitempty"`
 	// Format is "json" (the default: at most Limit rows in one JSON
 	// document) or "arrow": every row, streamed as an Apache Arrow IPC
 	// stream (ArrowStream) that pyarrow, polars or arrow-go read as it
@@ -169,7 +172,11 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request, req QueryRequest
 		return
 	}
 	limit := req.Limit
-	if limit <= 0 {
+	if limit < 0 {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("limit %d: the row limit must be positive (or 0 or none for the default %d, at most %d)", limit, DefaultRowLimit, MaxRowLimit))
+		return
+	}
+	if limit == 0 {
 		limit = DefaultRowLimit
 	}
 	if limit > MaxRowLimit {
@@ -321,10 +328,20 @@ func (h *handler) activateModel(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// writeJSON answers code with v as JSON. It encodes v whole before it
+// sends the status, so that a value that cannot be encoded is answered 500
+// with what went wrong, never code with an empty or cut-off body.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	var body bytes.Buffer
+	if err := json.NewEncoder(&body).Encode(v); err != nil {
+		body.Reset()
+		code = http.StatusInternalServerError
+		msg := ErrorBody{Error: fmt.Sprintf("the server could not encode its answer as JSON (a server bug; please report it with the request): %v", err)}
+		_ = json.NewEncoder(&body).Encode(msg) // an ErrorBody always encodes
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(body.Bytes())
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {

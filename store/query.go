@@ -1,11 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql/driver"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -142,14 +146,20 @@ func skipSpace(s string) string {
 	}
 }
 
+// collect reads at most limit rows (every row when limit is 0) into a
+// Result, each value made one that encoding/json renders faithfully (see
+// jsonValue), with the help of the column's DuckDB type where the value
+// alone cannot tell.
 func collect(rows driver.Rows, limit int) (*Result, error) {
 	names := rows.Columns()
 	res := &Result{Columns: make([]Column, len(names)), Rows: [][]any{}}
+	types := make([]*sqlType, len(names))
 	typed, _ := rows.(driver.RowsColumnTypeDatabaseTypeName)
 	for i, n := range names {
 		res.Columns[i].Name = n
 		if typed != nil {
 			res.Columns[i].Type = typed.ColumnTypeDatabaseTypeName(i)
+			types[i] = parseType(res.Columns[i].Type)
 		}
 	}
 	for {
@@ -166,25 +176,282 @@ func collect(rows driver.Rows, limit int) (*Result, error) {
 		}
 		row := make([]any, len(vals))
 		for i, v := range vals {
-			row[i] = jsonValue(v)
+			row[i] = jsonValue(v, types[i])
 		}
 		res.Rows = append(res.Rows, row)
 	}
 }
 
-// jsonValue turns a DuckDB value into one encoding/json renders faithfully.
-func jsonValue(v any) any {
+// jsonValue turns a DuckDB value of type t (nil when unknown) into one
+// encoding/json renders faithfully, at any depth of LISTs, ARRAYs,
+// STRUCTs, MAPs and UNIONs:
+//
+//   - a DOUBLE or FLOAT that is not finite becomes the string "NaN",
+//     "Infinity" or "-Infinity" (JSON has no such numbers; these are the
+//     spellings DuckDB's to_json uses, and what JavaScript's Number,
+//     Python's float, pandas' astype(float) and Go's strconv.ParseFloat
+//     read back), so that it stays apart from NULL (null);
+//   - a UUID becomes its canonical text, 8-4-4-4-12 lowercase hex digits
+//     (the driver returns its 16 bytes, as it would a BLOB's: t tells them
+//     apart);
+//   - a BLOB (or GEOMETRY, in its binary form) becomes its bytes in
+//     standard base64 (RFC 4648, with padding), whatever they are;
+//   - a MAP becomes a JSON object in the map's order, each key as its text
+//     (a string as itself, any other key as its JSON), as DuckDB's to_json
+//     renders one;
+//   - a timestamp becomes RFC 3339 text in UTC.
+func jsonValue(v any, t *sqlType) any {
 	switch x := v.(type) {
+	case float64:
+		if name, ok := nonFinite(x); ok {
+			return name
+		}
+	case float32:
+		if name, ok := nonFinite(float64(x)); ok {
+			return name
+		}
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
 	case []byte:
-		return string(x)
+		if t.is("UUID") && len(x) == len(duckdb.UUID{}) {
+			u := duckdb.UUID(x)
+			return u.String()
+		}
+		return base64.StdEncoding.EncodeToString(x)
+	case []any: // LIST or ARRAY
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonValue(e, t.element())
+		}
+		return out
+	case map[string]any: // STRUCT (or a JSON object)
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonValue(e, t.field(k))
+		}
+		return out
+	case duckdb.OrderedMap:
+		return jsonMap(x, t)
+	case duckdb.Union:
+		return duckdb.Union{Tag: x.Tag, Value: jsonValue(x.Value, t.field(x.Tag))}
 	case duckdb.UUID:
 		return x.String()
 	case fmt.Stringer:
 		return x.String()
 	}
 	return v
+}
+
+// nonFinite returns how DuckDB's to_json spells f when f is not a finite
+// number, and false when it is one.
+func nonFinite(f float64) (string, bool) {
+	switch {
+	case math.IsNaN(f):
+		return "NaN", true
+	case math.IsInf(f, 1):
+		return "Infinity", true
+	case math.IsInf(f, -1):
+		return "-Infinity", true
+	}
+	return "", false
+}
+
+// jsonMap converts a DuckDB MAP of type t into a JSON object that keeps its
+// order.
+func jsonMap(m duckdb.OrderedMap, t *sqlType) jsonObject {
+	var keyType, valueType *sqlType
+	if t != nil {
+		keyType, valueType = t.key, t.elem
+	}
+	keys, values := m.Keys(), m.Values()
+	obj := make(jsonObject, len(keys))
+	for i, k := range keys {
+		obj[i].value = jsonValue(values[i], valueType)
+		switch kv := jsonValue(k, keyType).(type) {
+		case string:
+			obj[i].key = kv
+		default:
+			text, err := json.Marshal(kv)
+			if err != nil {
+				// Not reached: jsonValue's values all encode.
+				text = []byte(fmt.Sprint(kv))
+			}
+			obj[i].key = string(text)
+		}
+	}
+	return obj
+}
+
+// jsonObject is a JSON object whose members keep their order.
+type jsonObject []jsonMember
+
+type jsonMember struct {
+	key   string
+	value any
+}
+
+// MarshalJSON encodes o as a JSON object, its members in order.
+func (o jsonObject) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, m := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		key, err := json.Marshal(m.key)
+		if err != nil {
+			return nil, err
+		}
+		value, err := json.Marshal(m.value)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(key)
+		b.WriteByte(':')
+		b.Write(value)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// sqlType is what jsonValue needs of a DuckDB type, read from its name as
+// the driver spells it: UUID, BLOB, UUID[], BLOB[3], STRUCT("id" UUID,
+// "body" BLOB), MAP(VARCHAR, BLOB), UNION("u" UUID, "b" BLOB), and so on.
+// The driver returns a UUID as its 16 bytes, as it returns a BLOB, so only
+// the type tells them apart, inside a LIST or a STRUCT as well.
+type sqlType struct {
+	// name is UUID, BLOB, LIST (for a LIST or an ARRAY), STRUCT, MAP,
+	// UNION or the name of any other type.
+	name string
+	// elem is a LIST's element type, or a MAP's value type.
+	elem *sqlType
+	// key is a MAP's key type.
+	key *sqlType
+	// fields has the type of each field of a STRUCT, or of each member
+	// of a UNION.
+	fields map[string]*sqlType
+}
+
+// is reports whether t is known to be the type called name.
+func (t *sqlType) is(name string) bool { return t != nil && t.name == name }
+
+// element returns the element type of a LIST, or nil.
+func (t *sqlType) element() *sqlType {
+	if t == nil || t.name != "LIST" {
+		return nil
+	}
+	return t.elem
+}
+
+// field returns the type of a STRUCT's field or a UNION's member, or nil.
+func (t *sqlType) field(name string) *sqlType {
+	if t == nil {
+		return nil
+	}
+	return t.fields[name]
+}
+
+// parseType reads a type name as the driver spells it, or returns nil for
+// one it cannot read: jsonValue then goes by the values alone.
+func parseType(name string) *sqlType {
+	t, rest, ok := parseTypePrefix(name)
+	if !ok || rest != "" {
+		return nil
+	}
+	return t
+}
+
+// parseTypePrefix reads the type name at the start of s and returns it
+// with the rest of s.
+func parseTypePrefix(s string) (*sqlType, string, bool) {
+	end := strings.IndexFunc(s, func(r rune) bool { return !('A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_') })
+	if end < 0 {
+		end = len(s)
+	}
+	if end == 0 {
+		return nil, s, false
+	}
+	t := &sqlType{name: s[:end]}
+	s = s[end:]
+	if rest, ok := strings.CutPrefix(s, "("); ok {
+		s = rest
+		switch t.name {
+		case "STRUCT", "UNION":
+			t.fields = map[string]*sqlType{}
+			for {
+				name, rest, ok := parseQuoted(s)
+				if !ok {
+					return nil, s, false
+				}
+				if rest, ok = strings.CutPrefix(rest, " "); !ok {
+					return nil, s, false
+				}
+				ft, rest, ok := parseTypePrefix(rest)
+				if !ok {
+					return nil, s, false
+				}
+				t.fields[name] = ft
+				if s, ok = strings.CutPrefix(rest, ", "); !ok {
+					s = rest
+					break
+				}
+			}
+		case "MAP":
+			key, rest, ok := parseTypePrefix(s)
+			if !ok {
+				return nil, s, false
+			}
+			if rest, ok = strings.CutPrefix(rest, ", "); !ok {
+				return nil, s, false
+			}
+			value, rest, ok := parseTypePrefix(rest)
+			if !ok {
+				return nil, s, false
+			}
+			t.key, t.elem, s = key, value, rest
+		default: // DECIMAL(18,3): parameters jsonValue has no use for
+			i := strings.IndexByte(s, ')')
+			if i < 0 {
+				return nil, s, false
+			}
+			s = s[i:]
+		}
+		if s, ok = strings.CutPrefix(s, ")"); !ok {
+			return nil, s, false
+		}
+	}
+	// UUID[] is a LIST of UUIDs, UUID[3] an ARRAY of three: both are
+	// lists of values to jsonValue.
+	for strings.HasPrefix(s, "[") {
+		i := strings.IndexByte(s, ']')
+		if i < 0 {
+			return nil, s, false
+		}
+		t, s = &sqlType{name: "LIST", elem: t}, s[i+1:]
+	}
+	return t, s, true
+}
+
+// parseQuoted reads the double-quoted name at the start of s, in which
+// a double quote is written twice, and returns it with the rest of s.
+func parseQuoted(s string) (string, string, bool) {
+	if !strings.HasPrefix(s, `"`) {
+		return "", s, false
+	}
+	var name strings.Builder
+	for i := 1; i < len(s); i++ {
+		if s[i] != '"' {
+			name.WriteByte(s[i])
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '"' {
+			name.WriteByte('"')
+			i++
+			continue
+		}
+		return name.String(), s[i+1:], true
+	}
+	return "", s, false
 }
 
 // QueryArrow runs one read-only SQL statement, refused as Query refuses

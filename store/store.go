@@ -160,6 +160,14 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	return OpenOptions(ctx, dir, Options{})
 }
 
+// lockConflict reports whether err is DuckDB refusing to open a database
+// file that another process holds open: `IO Error: Could not set lock on
+// file "…/vigil.duckdb": Conflicting lock is held in /usr/bin/vigil (PID
+// 4242)`.
+func lockConflict(err error) bool {
+	return strings.Contains(err.Error(), "Could not set lock on file")
+}
+
 // OpenOptions opens (creating if needed) the database in dir and brings its
 // schema up to date.
 func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) {
@@ -175,7 +183,10 @@ func OpenOptions(ctx context.Context, dir string, opts Options) (*Store, error) 
 	path := filepath.Join(dir, FileName)
 	connector, err := duckdb.NewConnector(path+"?threads="+strconv.Itoa(opts.Threads), nil)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w (is another vigil process using this data directory?)", path, err)
+		if lockConflict(err) {
+			return nil, fmt.Errorf("open store %s: %w (another process has this data directory open, a running vigil serve perhaps: stop it, or go through that server's HTTP API instead)", path, err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	db := sql.OpenDB(connector)
 	s := &Store{db: db, devices: map[string]*Device{}, metrics: map[string]int16{}}

@@ -5,9 +5,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -518,5 +520,110 @@ func TestSourcePositions(t *testing.T) {
 		if got, ok, err := s.SourcePosition(ctx, src); !ok || err != nil || got != want {
 			t.Fatalf("%s after reopen: %q, %v, %v; want %q", src, got, ok, err, want)
 		}
+	}
+}
+
+// TestQueryJSONValues: every value of a query answer encodes as JSON, and
+// faithfully, at any depth: a DOUBLE or FLOAT that is not finite as
+// "NaN", "Infinity" or "-Infinity" (it used to make the whole answer
+// unencodable); a UUID as its text and a BLOB as base64, told apart by the
+// column's type though the driver returns both as bytes (a BLOB used to
+// become a Go string, its invalid UTF-8 turned into U+FFFD, and a UUID
+// was taken for a BLOB); a MAP as an object in its order (it used to
+// become Go's debug text).
+func TestQueryJSONValues(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	const id = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+	for _, tc := range []struct{ sql, want string }{
+		{`SELECT 1/0, -1/0, 'nan'::DOUBLE, 2.5::DOUBLE, NULL::DOUBLE`, `["Infinity","-Infinity","NaN",2.5,null]`},
+		{`SELECT 'inf'::FLOAT, '-inf'::FLOAT, 'nan'::FLOAT, 0.1::FLOAT`, `["Infinity","-Infinity","NaN",0.1]`},
+		{`SELECT [1, 'nan'::DOUBLE, -1/0], ['inf'::FLOAT], [1.5, 1/0]::DOUBLE[2]`, `[[1,"NaN","-Infinity"],["Infinity"],[1.5,"Infinity"]]`},
+		{`SELECT {'x': 'nan'::DOUBLE, 'y': [1/0]}, MAP {'a': -1/0, 'b': 1}`, `[{"x":"NaN","y":["Infinity"]},{"a":"-Infinity","b":1}]`},
+		{`SELECT '` + id + `'::UUID, '\xFF\x00\xAB'::BLOB, ''::BLOB, NULL::UUID`, `["` + id + `","/wCr","",null]`},
+		// 16 bytes, as many as a UUID's: still a BLOB.
+		{`SELECT '\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0A\x0B\x0C\x0D\x0E\x0F'::BLOB`, `["AAECAwQFBgcICQoLDA0ODw=="]`},
+		{`SELECT ['` + id + `'::UUID], [['\xFF'::BLOB]], ['` + id + `'::UUID]::UUID[1]`, `[["` + id + `"],[["/w=="]],["` + id + `"]]`},
+		{`SELECT {'id': '` + id + `'::UUID, 'body': '\xFF\x00\xAB'::BLOB, 'say "hi"': ['` + id + `'::UUID]}`, `[{"body":"/wCr","id":"` + id + `","say \"hi\"":["` + id + `"]}]`},
+		{`SELECT MAP {2: '\xFF'::BLOB, 1: '\x00'::BLOB}, MAP {'k': {'u': '` + id + `'::UUID}}`, `[{"2":"/w==","1":"AA=="},{"k":{"u":"` + id + `"}}]`},
+		{`SELECT union_value(u := '` + id + `'::UUID)::UNION(u UUID, b BLOB), union_value(b := '\xFF'::BLOB)::UNION(u UUID, b BLOB)`, `[{"value":"` + id + `","tag":"u"},{"value":"/w==","tag":"b"}]`},
+	} {
+		res, err := s.Query(ctx, tc.sql, 10)
+		if err != nil {
+			t.Errorf("%s: %v", tc.sql, err)
+			continue
+		}
+		got, err := json.Marshal(res.Rows[0])
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s:\n got %s (%v)\nwant %s", tc.sql, got, err, tc.want)
+		}
+	}
+}
+
+// TestParseType reads the type names the driver gives as far as the JSON
+// conversion needs them, and gives up (nil) on one it cannot read.
+func TestParseType(t *testing.T) {
+	st := parseType(`STRUCT("a ""b""" UUID[], "m" MAP(VARCHAR, BLOB[3]), "d" DECIMAL(18,3))[]`)
+	if !st.is("LIST") || !st.element().is("STRUCT") {
+		t.Fatalf("list of structs: %+v", st)
+	}
+	fields := st.element()
+	if !fields.field(`a "b"`).is("LIST") || !fields.field(`a "b"`).element().is("UUID") {
+		t.Errorf(`field a "b": %+v`, fields.field(`a "b"`))
+	}
+	if m := fields.field("m"); !m.is("MAP") || !m.key.is("VARCHAR") || !m.elem.is("LIST") || !m.elem.element().is("BLOB") {
+		t.Errorf("field m: %+v", m)
+	}
+	if !fields.field("d").is("DECIMAL") {
+		t.Errorf("field d: %+v", fields.field("d"))
+	}
+	for _, bad := range []string{"", "STRUCT(", `STRUCT("a UUID)`, "MAP(UUID)", "UUID[", "UUID extra", "lowercase"} {
+		if got := parseType(bad); got != nil {
+			t.Errorf("parseType(%q) = %+v, want nil", bad, got)
+		}
+	}
+}
+
+// TestOpenHintsAtAnotherProcessOnlyWhenLocked: a data directory another
+// process holds is refused with a hint at that process; any other failure
+// to open (here a file that is not a database) is reported without it.
+func TestOpenHintsAtAnotherProcessOnlyWhenLocked(t *testing.T) {
+	const dirVar, errVar = "VIGIL_TEST_OPEN_DIR", "VIGIL_TEST_OPEN_ERR"
+	if dir := os.Getenv(dirVar); dir != "" {
+		// The other process: try the directory and write down the error.
+		msg := "opened"
+		if s, err := Open(context.Background(), dir); err != nil {
+			msg = err.Error()
+		} else {
+			s.Close()
+		}
+		if err := os.WriteFile(os.Getenv(errVar), []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	const hint = "another process has this data directory open"
+	_, dir := openTemp(t) // open until the test ends
+	errFile := filepath.Join(t.TempDir(), "err.txt")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOpenHintsAtAnotherProcessOnlyWhenLocked$")
+	cmd.Env = append(os.Environ(), dirVar+"="+dir, errVar+"="+errFile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the other process: %v\n%s", err, out)
+	}
+	msg, err := os.ReadFile(errFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(msg), "Could not set lock") || !strings.Contains(string(msg), hint) {
+		t.Errorf("open of a locked directory: %q; want DuckDB's lock error and %q", msg, hint)
+	}
+
+	notDB := t.TempDir()
+	if err := os.WriteFile(filepath.Join(notDB, FileName), []byte("not a database, not at all, no"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), notDB)
+	if err == nil || !strings.Contains(err.Error(), "not a valid DuckDB database") || strings.Contains(err.Error(), "another") {
+		t.Errorf("open of a file that is not a database: %v; want DuckDB's error and no word of another process", err)
 	}
 }
