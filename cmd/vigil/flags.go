@@ -55,10 +55,17 @@ func parseOperands(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // parseFlags parses flags up to the first argument that is not one. The
-// flag package has already reported an error, with the usage.
+// flag package has already reported an error, with the usage. A command
+// with a --log-level flag has its value checked here, before the command
+// does anything, and refused as the flag package refuses a bad value.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return errUsage
+	}
+	if f := fs.Lookup("log-level"); f != nil {
+		if _, err := parseLevel(f.Value.String()); err != nil {
+			return usageError(fs, "invalid value %q for flag -log-level: %v", f.Value.String(), err)
+		}
 	}
 	return nil
 }
@@ -72,12 +79,31 @@ func usageError(fs *flag.FlagSet, format string, args ...any) error {
 	return errUsage
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// errLogLevel says which log levels there are.
+var errLogLevel = errors.New("want debug, info, warn or error")
+
+// parseLevel reads a log level: debug, info, warn or error, in any case
+// (slog's spelling, which also takes an offset, as in warn+2). Any other
+// word is refused with errLogLevel.
+func parseLevel(level string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
+		return slog.LevelInfo, errLogLevel
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return l, nil
+}
+
+// newLogger returns a text logger writing to w at level, as parseLevel
+// reads it. parseFlags has refused an unknown level given with a command's
+// --log-level; should one reach newLogger all the same, the logger logs at
+// info and says so first, rather than quietly.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	l, err := parseLevel(level)
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	if err != nil {
+		log.Warn(fmt.Sprintf("unknown log level %q (%v): logging at info", level, err))
+	}
+	return log
 }
 
 // envOr returns the environment variable's value, or def when it is unset.
