@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +55,9 @@ func (s *Store) Query(ctx context.Context, query string, limit int) (*Result, er
 		if err != nil {
 			return err
 		}
+		if limit > 0 {
+			ds = bounded(dc, ds, query, limit)
+		}
 		defer ds.Close()
 		rows, err := ds.QueryContext(ctx, nil)
 		if err != nil {
@@ -67,6 +71,28 @@ func (s *Store) Query(ctx context.Context, query string, limit int) (*Result, er
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return res, nil
+}
+
+// bounded returns the statement that computes no more of query's answer
+// than limit rows and one to tell it was cut: the query as a subquery under
+// LIMIT. DuckDB hands the driver a query's whole answer, computed and held
+// in memory, before the first row can be read, so a query of a large
+// table answered with the first 10,000 rows held all of them first
+// (SELECT * FROM range(300000000) with limit 10: 4 s and 2.4 GB). A
+// statement that cannot stand in a subquery (a trailing semicolon, EXPLAIN)
+// keeps ds. The subquery's order is kept (DuckDB preserves it under LIMIT).
+func bounded(dc any, ds *duckdb.Stmt, query string, limit int) *duckdb.Stmt {
+	if typ, err := ds.StatementType(); err != nil || typ != duckdb.STATEMENT_TYPE_SELECT {
+		return ds
+	}
+	// The query on lines of its own, so that a comment at its end ends
+	// with its line; the wrapped text is checked again like any query.
+	wrapped, err := prepareReadOnly(dc, "SELECT * FROM (\n"+query+"\n) LIMIT "+strconv.Itoa(limit+1))
+	if err != nil {
+		return ds
+	}
+	ds.Close()
+	return wrapped
 }
 
 // prepareReadOnly prepares query on the driver connection dc if it is
@@ -455,10 +481,11 @@ func parseQuoted(s string) (string, string, bool) {
 }
 
 // QueryArrow runs one read-only SQL statement, refused as Query refuses
-// it, and hands its result to fn as a reader of Arrow record batches,
-// fetched from DuckDB as fn reads them: no row limit, and no more than a
-// batch in memory at a time. The reader and its batches are valid only
-// during fn; fn must check the reader's Err after its last Next.
+// it, and hands its result to fn as a reader of Arrow record batches: no
+// row limit. DuckDB computes the whole result before the first batch can
+// be read (the driver asks for it whole), so a large one is held in memory
+// until fn has read it. The reader and its batches are valid only during
+// fn; fn must check the reader's Err after its last Next.
 func (s *Store) QueryArrow(ctx context.Context, query string, fn func(array.RecordReader) error) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

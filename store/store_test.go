@@ -627,3 +627,36 @@ func TestOpenHintsAtAnotherProcessOnlyWhenLocked(t *testing.T) {
 		t.Errorf("open of a file that is not a database: %v; want DuckDB's error and no word of another process", err)
 	}
 }
+
+// TestQueryComputesOnlyWhatItAnswers: a query answered with its first
+// rows is not computed to its end (DuckDB holds a query's whole answer
+// before the first row can be read, so a look at a large table held all
+// of it): a row far past the limit that would fail the query is never
+// reached.
+func TestQueryComputesOnlyWhatItAnswers(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const q = `SELECT CASE WHEN i < 1000000 THEN i ELSE error('computed past the limit') END AS i
+		FROM range(2000000) t(i) -- ordered as the range goes`
+	res, err := s.Query(ctx, q, 10)
+	if err != nil {
+		t.Fatalf("the first 10 rows: %v", err)
+	}
+	if len(res.Rows) != 10 || !res.Truncated || res.Rows[9][0] != int64(9) {
+		t.Fatalf("got %d rows (truncated %v): %v", len(res.Rows), res.Truncated, res.Rows)
+	}
+	// Statements that cannot be a subquery still answer.
+	for _, q := range []string{`SELECT 42;`, `EXPLAIN SELECT 1`, `DESCRIBE devices`} {
+		if res, err := s.Query(ctx, q, 10); err != nil || len(res.Rows) == 0 {
+			t.Errorf("%s: %v %+v", q, err, res)
+		}
+	}
+	// Without a limit the whole answer is computed, and fails.
+	if _, err := s.Query(ctx, q, 0); err == nil || !strings.Contains(err.Error(), "computed past the limit") {
+		t.Fatalf("the whole answer: %v, want the query's own error", err)
+	}
+}
