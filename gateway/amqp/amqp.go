@@ -3,6 +3,7 @@ package amqp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,7 +12,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +91,15 @@ type Gateway struct {
 
 	perSource map[string]*sourceCounters // by address; fixed at New
 
+	// recorded holds the acknowledgements (device and command id) the
+	// AckHandler recorded from a feedback message that was then released,
+	// another of its acknowledgements not recorded for now: when the
+	// broker delivers it again they are skipped, not applied twice (a
+	// command already answered refuses a second answer, which would count
+	// as a bad acknowledgement). Only the feedback receiver uses it, one
+	// connection after the other.
+	recorded map[string]struct{}
+
 	// sinkClosed is closed when the sink says it takes no more
 	// (gateway.ErrSinkClosed): the receivers stop taking telemetry.
 	sinkClosed chan struct{}
@@ -101,7 +110,7 @@ var _ gateway.Sender = (*Gateway)(nil)
 
 // New builds a gateway; it connects when Start is called.
 func New(cfg Config, reg Registry, sink gateway.Sink, acks gateway.AckHandler, log *slog.Logger) *Gateway {
-	g := &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp"), perSource: map[string]*sourceCounters{}, sinkClosed: make(chan struct{})}
+	g := &Gateway{cfg: cfg, reg: reg, sink: sink, acks: acks, log: log.With("component", "amqp"), perSource: map[string]*sourceCounters{}, recorded: map[string]struct{}{}, sinkClosed: make(chan struct{})}
 	g.positions, _ = reg.(Positions)
 	for _, addr := range cfg.Sources {
 		g.perSource[addr] = &sourceCounters{}
@@ -164,7 +173,10 @@ func (g *Gateway) Connected() bool {
 	return g.current(roleTelemetry) != nil && g.current(g.commandRole()) != nil
 }
 
-// Close disconnects from the broker. Messages the sink has not settled yet
+// Close disconnects from the broker. The dispositions of the messages the
+// sink has settled are sent first (for at most settleTimeout), so close
+// the sink before the gateway: a message whose batch is committed is then
+// accepted, not delivered again. Messages the sink has not settled yet
 // stay unsettled and are redelivered to the next consumer.
 func (g *Gateway) Close() error {
 	if g.cancel == nil {
@@ -306,6 +318,10 @@ type link struct {
 	// fail ends serve with its error: the connection is closed and made
 	// again.
 	fail func(error)
+	// draining is closed when vigil closes the gateway: each source's
+	// settler then says when it has sent what is queued (source.drained),
+	// and the connection is closed after that.
+	draining chan struct{}
 
 	smu     sync.Mutex
 	csess   *amqp.Session           // the commands' session, begun with the first command
@@ -317,10 +333,7 @@ type link struct {
 func (g *Gateway) connect(ctx context.Context, r role) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 	defer cancel()
-	opts := amqp.ConnOptions{ContainerID: "vigil-gateway"}
-	if g.cfg.VHost != "" {
-		opts.HostName = "vhost:" + g.cfg.VHost
-	}
+	opts, tlsCfg := g.dialOptions(r)
 	target := g.cfg.URL
 	if r == roleCommands {
 		var err error
@@ -328,7 +341,7 @@ func (g *Gateway) connect(ctx context.Context, r role) (*link, error) {
 			return nil, &stageError{stage: "dial", err: err}
 		}
 	}
-	conn, err := dial(dctx, target, g.cfg.TLS, opts)
+	conn, err := dial(dctx, target, tlsCfg, opts)
 	if err != nil {
 		return nil, &stageError{stage: "dial", err: err}
 	}
@@ -338,6 +351,24 @@ func (g *Gateway) connect(ctx context.Context, r role) (*link, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// dialOptions returns the connection options and the TLS settings of a
+// connection of role r. The broker's virtual host and TLS settings
+// (Config.VHost, Config.TLS: a private CA, a client certificate) are the
+// telemetry broker's; a command connection signed in with a shared access
+// signature goes to IoT Hub, which has no virtual hosts and a public
+// certificate, checked against the system's roots.
+func (g *Gateway) dialOptions(r role) (amqp.ConnOptions, *tls.Config) {
+	opts := amqp.ConnOptions{ContainerID: "vigil-gateway"}
+	vhost, tlsCfg := g.cfg.VHost, g.cfg.TLS
+	if r == roleCommands && g.cfg.SAS != nil {
+		vhost, tlsCfg = g.cfg.commandVHost, nil
+	}
+	if vhost != "" {
+		opts.HostName = "vhost:" + vhost
+	}
+	return opts, tlsCfg
 }
 
 // commandURL is the command connection's URL, with a fresh shared access
@@ -365,7 +396,7 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn, r role) (*link, e
 	}
 	l := &link{
 		g: g, conn: conn, sess: sess, senders: map[string]*commandLink{},
-		work: make(chan gateway.Message, g.cfg.Workers),
+		work: make(chan gateway.Message, g.cfg.Workers), draining: make(chan struct{}),
 	}
 	// A receiver attach to a missing queue takes the connection down:
 	// declare (durable) first, with a sender attach to /queue/NAME.
@@ -397,7 +428,8 @@ func (g *Gateway) attach(ctx context.Context, conn *amqp.Conn, r role) (*link, e
 			// At most Credit messages are unsettled at a time, so a
 			// settlement never waits for room (twice that for a careless
 			// double settle).
-			settle: make(chan settlement, 2*g.cfg.Credit),
+			settle:  make(chan settlement, 2*g.cfg.Credit),
+			drained: make(chan struct{}),
 		})
 	}
 	if g.feedback(r) == "" {
@@ -444,8 +476,10 @@ func (g *Gateway) receiverOptions(addr string) *amqp.ReceiverOptions {
 }
 
 // serve runs the link until the connection fails or ctx ends, and closes
-// the connection.
+// the connection: when ctx ends (vigil closes the gateway), once the
+// dispositions already queued are sent (see drain).
 func (l *link) serve(ctx context.Context) error {
+	closing := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	fail := func(err error) { cancel(err) }
@@ -469,9 +503,33 @@ func (l *link) serve(ctx context.Context) error {
 		fail(fmt.Errorf("connection closed: %w", l.conn.Err()))
 	}
 	err := context.Cause(ctx)
+	if closing.Err() != nil {
+		l.drain(settleTimeout)
+	}
 	l.conn.Close()
 	wg.Wait()
 	return err
+}
+
+// drain waits, for at most timeout, until each source's settler has sent
+// the dispositions queued when vigil closes the gateway: the accepts of
+// the sink's last commit, which vigil closes first, are among them, and
+// closing the connection before they leave has the broker deliver stored
+// messages again.
+func (l *link) drain(timeout time.Duration) {
+	close(l.draining)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for _, src := range l.sources {
+		select {
+		case <-src.drained:
+		case <-l.conn.Done():
+			return
+		case <-t.C:
+			l.g.log.Warn("closing the connection with dispositions not yet sent: the broker delivers those messages again", "source", src.addr, "queued", len(src.settle), "waited", timeout)
+			return
+		}
+	}
 }
 
 // source is one telemetry receiver and the queue of dispositions its
@@ -485,6 +543,10 @@ type source struct {
 	front  *frontier    // how far the messages with an offset are settled
 	held   atomic.Int64 // messages received on this link and not settled yet
 	before int64        // count.received when the link attached
+
+	// drained is closed by the settler once, vigil closing the gateway
+	// (link.draining), it has sent every disposition queued.
+	drained chan struct{}
 }
 
 // receive hands every telemetry message of the source it may accept to the
@@ -564,18 +626,22 @@ func (l *link) submitter(ctx context.Context, fail func(error)) {
 		select {
 		case m := <-l.work:
 			if err := l.g.sink.Submit(ctx, m); err != nil {
-				// The sink will never settle it: give it back.
-				m.Settle(err)
 				if errors.Is(err, gateway.ErrSinkClosed) {
 					// vigil is shutting down: take no more, but keep the
 					// connection for the last commit's dispositions.
+					// Said before the message is given back: a log
+					// source ends its link for a release while telemetry
+					// is still taken (see follow).
 					l.g.stopTaking.Do(func() {
 						close(l.g.sinkClosed)
 						l.g.log.Info("telemetry no longer taken: vigil is shutting down")
 					})
+					m.Settle(err) // the sink will never settle it: give it back
 					continue
 				}
-				// Stop taking messages until a new connection.
+				// The sink will never settle it: give it back, and stop
+				// taking messages until a new connection.
+				m.Settle(err)
 				fail(fmt.Errorf("sink refused telemetry: %w", err))
 				return
 			}
@@ -638,6 +704,7 @@ func (src *source) settler() {
 	var renew time.Time // when sctx has settleTimeout less a second left
 	cancel := context.CancelFunc(func() {})
 	defer func() { cancel() }()
+	draining := l.draining
 	for {
 		var s settlement
 		select {
@@ -648,6 +715,13 @@ func (src *source) settler() {
 			src.savePosition() // a burst of settlements is over
 			select {
 			case s = <-src.settle:
+			case <-draining:
+				if len(src.settle) > 0 {
+					continue // one came in meanwhile
+				}
+				close(src.drained)
+				draining = nil
+				continue
 			case <-l.conn.Done():
 				// What was queued for this connection is not settled.
 				g.unsettled.Add(int64(len(src.settle)))
@@ -808,7 +882,9 @@ func idString(id any) string {
 // receiveFeedback hands command acknowledgements to the AckHandler and
 // settles each feedback message: rejected when malformed, released (the
 // broker delivers it again) when the handler could not record an
-// acknowledgement for now, accepted otherwise.
+// acknowledgement for now, accepted otherwise. The acknowledgements of a
+// released message that the handler did record are not handed to it
+// again when the message comes back (see Gateway.recorded).
 func (l *link) receiveFeedback(ctx context.Context) error {
 	g := l.g
 	for {
@@ -834,7 +910,14 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 			outcomeErr = &amqp.Error{Condition: amqp.ErrCondInvalidField, Description: bad}
 		}
 		again := false // an acknowledgement to be delivered again
+		var applied []string
 		for _, a := range acks {
+			key := a.Device.Name + "\x00" + a.CommandID
+			if _, ok := g.recorded[key]; ok {
+				// Recorded when this message came before.
+				delete(g.recorded, key)
+				continue
+			}
 			g.ackCount.Add(1)
 			// Not the link's context: an acknowledgement received is
 			// recorded even when the link is going down meanwhile.
@@ -845,9 +928,17 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 				g.badAcks.Add(1)
 				g.log.Warn("command acknowledgement not applied", "device", a.Device.Name, "command", a.CommandID, "err", err)
 				again = again || errors.Is(err, gateway.ErrAckNotRecorded)
+				continue
 			}
+			applied = append(applied, key)
 		}
 		if again {
+			if len(g.recorded)+len(applied) > maxRecorded {
+				clear(g.recorded) // messages released and never delivered again
+			}
+			for _, key := range applied {
+				g.recorded[key] = struct{}{}
+			}
 			// Released, the broker delivers it again at once: a pause
 			// keeps a failing store from being asked in a tight loop.
 			select {
@@ -875,10 +966,15 @@ func (l *link) receiveFeedback(ctx context.Context) error {
 // back an acknowledgement the handler could not record for now.
 var feedbackRetryPause = time.Second
 
+// maxRecorded bounds Gateway.recorded.
+const maxRecorded = 10_000
+
 // iotHubFeedback reads a feedback message of Azure IoT Hub (FeedbackIoTHub):
 // the acknowledgements it holds, or what is wrong with it. Records of
 // commands that expired or were purged in the hub are left to vigil's own
-// expiry; records of devices vigil does not know are skipped and counted.
+// expiry; records that name no command or device, and records of devices
+// vigil does not know, are skipped and counted (Stats.BadAcks), so the
+// other records of the message still move their commands.
 func (g *Gateway) iotHubFeedback(msg *amqp.Message) (acks []gateway.Ack, bad string) {
 	body, ok := messageBody(msg)
 	if !ok {
@@ -900,7 +996,9 @@ func (g *Gateway) iotHubFeedback(msg *amqp.Message) (acks []gateway.Ack, bad str
 	now := time.Now().UTC()
 	for i, r := range records {
 		if r.Command == "" || r.Device == "" {
-			return nil, fmt.Sprintf("feedback record %d names no originalMessageId or deviceId", i)
+			g.badAcks.Add(1)
+			g.log.Warn("feedback record names no originalMessageId or deviceId; skipped", "record", i, "device", r.Device, "command", r.Command)
+			continue
 		}
 		var st gateway.AckStatus
 		switch r.Status {
@@ -981,8 +1079,7 @@ func (g *Gateway) Send(ctx context.Context, c gateway.Command) error {
 		msg.Properties.Subject = &subject
 	}
 	if g.cfg.CommandTo != "" {
-		to := strings.ReplaceAll(g.cfg.CommandTo, "{id}", c.Device)
-		msg.Properties.To = &to
+		msg.Properties.To = ptr(commandTo(g.cfg.CommandTo, c.Device))
 	}
 	for k, v := range g.cfg.CommandProperties {
 		msg.ApplicationProperties[k] = v

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -844,6 +845,144 @@ func TestClosedSinkKeepsTheLink(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "connection lost") {
 		t.Fatalf("a closing sink was logged as a lost connection:\n%s", logs.String())
+	}
+}
+
+// slowSinkClosed is the error of a closed sink (gateway.ErrSinkClosed)
+// that takes its time to say so: asked whether it is ErrSinkClosed, it
+// answers once the connection has ended, or after a second. That widens
+// a race otherwise too narrow to show: a gateway that gives the refused
+// message back before it asks has its settler, meanwhile, take the
+// release for a failed store and end the connection. No signal tells the
+// test which came first (a release handed to a settler waiting for it
+// leaves no trace until the settler runs), hence the wait; asked before
+// the message is given back, as it must be, it costs that second and
+// changes nothing.
+type slowSinkClosed struct{ g *Gateway }
+
+func (slowSinkClosed) Error() string { return "test sink: " + gateway.ErrSinkClosed.Error() }
+
+func (e slowSinkClosed) Is(target error) bool {
+	if target != gateway.ErrSinkClosed {
+		return false
+	}
+	select {
+	case <-e.g.current(roleTelemetry).conn.Done():
+	case <-time.After(time.Second):
+	}
+	return true
+}
+
+// logClosingSink is a closingSink that refuses with slowSinkClosed.
+type logClosingSink struct {
+	closingSink
+	g *Gateway
+}
+
+func (s *logClosingSink) Submit(_ context.Context, m gateway.Message) error {
+	select {
+	case <-s.closed:
+		s.refused <- m.ID
+		return slowSinkClosed{s.g}
+	default:
+	}
+	s.held <- m
+	return nil
+}
+
+// TestClosedSinkKeepsTheLogLink is TestClosedSinkKeepsTheLink on a source
+// that is a log (its messages carry an offset, as Event Hubs stamps them),
+// where a release while telemetry is still taken ends the link to read the
+// log again: the message the closing sink refused is given back only once
+// the gateway takes no more, so its release does not end the connection,
+// and the last commit's message is still accepted on it. (It was given
+// back first: when the settler got to the release before the submitter
+// said the sink was closed, the connection ended, mid-shutdown, and the
+// last commit's accepts with it. The sink's error here makes the settler
+// win that race; see slowSinkClosed.)
+func TestClosedSinkKeepsTheLogLink(t *testing.T) {
+	b := needBroker(t)
+	const dev, part = "closing-log-dev", "/amq/queue/closing.partition"
+	vhost, keys := b.Provision(t, dev)
+	sink := &logClosingSink{closingSink: closingSink{held: make(chan gateway.Message, 4), closed: make(chan struct{}), refused: make(chan string, 4)}}
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost, cfg.Sources = b.URL, vhost, []string{part}
+	var logs logtest.Buffer
+	g := New(cfg, fixedRegistry{dev: 1}, sink, make(ackChan, 1), slog.New(slog.NewTextHandler(&logs, nil)))
+	sink.g = g
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "the gateway to connect", g.Connected)
+	l := g.current(roleTelemetry)
+	send := func(id string, offset int) {
+		m := amqp.NewMessage([]byte(`{"t": 1}`))
+		m.Properties = &amqp.MessageProperties{MessageID: id, UserID: []byte(dev)}
+		m.Annotations = amqp.Annotations{offsetAnnotation: strconv.Itoa(offset)}
+		sendTo(t, b, vhost, dev, keys[dev], part, m)
+	}
+	send("last-committed", 100)
+	last := <-sink.held // in the sink's last batch, not yet committed
+	close(sink.closed)
+	send("after-close", 200)
+	if id := <-sink.refused; id != "after-close" {
+		t.Fatalf("the closed sink refused %q", id)
+	}
+	<-g.sinkClosed // the gateway takes no more
+	select {
+	case <-l.conn.Done():
+		t.Fatalf("the refused message's release ended the connection:\n%s", logs.String())
+	default:
+	}
+	waitFor(t, 10*time.Second, "the refused message to be given back", func() bool { return g.Stats().Released >= 1 })
+	last.Settle(nil) // the last commit is done
+	waitFor(t, 10*time.Second, "the last commit's message to be accepted", func() bool { return g.Stats().Accepted == 1 })
+	if s := g.Stats(); s.Disconnects != 0 || s.Connects != 1 || s.Unsettled != 0 || !g.Connected() {
+		t.Fatalf("gateway %+v, connected %v: want the one connection kept, nothing unsettled", s, g.Connected())
+	}
+	if s := logs.String(); strings.Contains(s, "could not be stored") || strings.Contains(s, "connection lost") {
+		t.Fatalf("a closing sink ended the log's link:\n%s", s)
+	}
+}
+
+// TestCloseAcceptsTheLastCommit closes vigil as the server does, the
+// batcher first (its last commit settles every message it holds) and then
+// the gateway: every stored message is accepted before the connection
+// closes, and the broker keeps none of them to deliver to the next vigil.
+// (Close closed the connection at once, with the last commit's accepts
+// still queued: they failed, counted as unsettled, and a restarted vigil
+// received the whole batch again.)
+func TestCloseAcceptsTheLastCommit(t *testing.T) {
+	b := needBroker(t)
+	const dev, n, queue = "last-commit-dev", 4000, "last.commit"
+	vhost, keys := b.Provision(t, dev)
+	fillQueueWith(t, b, vhost, dev, keys[dev], queue, "lc-", n, func(i int) []byte { return fmt.Appendf(nil, `{"temperature": %d}`, 70+i%5) })
+	v := startVigil(t, b, vhost, []string{dev}, func(c *Config) { c.Sources = []string{"/amq/queue/" + queue} })
+	waitFor(t, 20*time.Second, "every message handed to the batcher", func() bool { return v.gw.Stats().Telemetry == n })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.batcher.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.gw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.storedReadings(t)[dev]; got != n {
+		t.Fatalf("%d readings stored, want %d", got, n)
+	}
+	if s := v.gw.Stats(); s.Accepted != n || s.Unsettled != 0 || s.Released != 0 {
+		t.Fatalf("gateway %+v: want the %d stored messages accepted, none unsettled", s, n)
+	}
+	// Once vigil's connection is gone the broker has put back what it
+	// did not accept: the queue must hold nothing for the next consumer.
+	var out string
+	waitFor(t, 10*time.Second, "the broker to let go of vigil's connection", func() bool {
+		out = b.Run(t, "ctl", "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "consumers", "messages_unacknowledged", "messages")
+		return strings.Contains(out, queue+"\t0\t0\t")
+	})
+	if !strings.Contains(out, queue+"\t0\t0\t0") {
+		t.Fatalf("queue after close (name, consumers, unacknowledged, ready):\n%s\nwant it empty: the next vigil would receive stored messages again", out)
 	}
 }
 

@@ -21,6 +21,9 @@ const MinCredit = 2000
 // settlements.
 const MaxCredit = 100_000
 
+// MinStallAfter is the shortest Config.StallAfter Validate allows.
+const MinStallAfter = time.Millisecond
+
 // Config sets up the broker link. The zero value is not usable; start from
 // DefaultConfig.
 type Config struct {
@@ -29,8 +32,12 @@ type Config struct {
 	// SASL setting in go-amqp). Never logged with its password.
 	URL string
 	// VHost is the RabbitMQ virtual host; empty for the broker's default.
+	// Not for a command connection signed in with SAS (IoT Hub).
 	VHost string
-	// TLS configures amqps:// connections; nil uses Go's defaults.
+	// TLS configures amqps:// connections; nil uses Go's defaults. Not
+	// for a command connection signed in with SAS: IoT Hub's certificate
+	// is checked against the system's roots, and no client certificate is
+	// presented to it.
 	TLS *tls.Config
 	// Sources are the addresses telemetry is received from, a receiver
 	// each, all on the one connection: usually one queue, or the queues of
@@ -62,9 +69,10 @@ type Config struct {
 	// access signature each time it connects (IoT Hub).
 	SAS *SAS
 	// CommandTo, when not empty, is the to property of a command, "{id}"
-	// replaced by the device id: IoT Hub takes every command on one
-	// address, /messages/devicebound, and routes it by its to,
-	// /devices/{id}/messages/devicebound.
+	// replaced by the device id, URL-encoded as Azure's SDKs encode it
+	// (IoT Hub allows % # ? : + @ $ and more in ids): IoT Hub takes every
+	// command on one address, /messages/devicebound, and routes it by its
+	// to, /devices/{id}/messages/devicebound.
 	CommandTo string
 	// CommandProperties are application properties set on every command
 	// (IoT Hub: iothub-ack=full asks for feedback on each).
@@ -122,8 +130,13 @@ type Config struct {
 	// StallAfter is how long a telemetry source that has delivered at
 	// least its credit on its connection, and holds nothing unsettled, may
 	// deliver nothing before vigil reconnects in case the broker stopped
-	// honouring its credit (see watchStall).
+	// honouring its credit (see watchStall). At least MinStallAfter.
 	StallAfter time.Duration
+
+	// commandVHost is the virtual host of a command connection signed in
+	// with SAS, which VHost does not apply to: only tests set it, for
+	// RabbitMQ standing in for IoT Hub.
+	commandVHost string
 }
 
 // Feedback formats.
@@ -250,6 +263,9 @@ func (c Config) Validate() error {
 	if c.DialTimeout <= 0 || c.SendTimeout <= 0 || c.MaxBackoff <= 0 || c.StallAfter <= 0 {
 		return fmt.Errorf("amqp: dial timeout (%s), send timeout (%s), max backoff (%s) and stall time (%s) must be positive", c.DialTimeout, c.SendTimeout, c.MaxBackoff, c.StallAfter)
 	}
+	if c.StallAfter < MinStallAfter {
+		return fmt.Errorf("amqp: stall time %s: must be at least %s (a source is looked at four times per stall time; the default is %s)", c.StallAfter, MinStallAfter, DefaultConfig().StallAfter)
+	}
 	return nil
 }
 
@@ -296,4 +312,24 @@ func commandTarget(template, device string) (addr, subject string) {
 		}
 	}
 	return strings.ReplaceAll(template, "{id}", device), ""
+}
+
+// commandTo returns the to property of a command to device: template with
+// "{id}" replaced by the device id, escaped as JavaScript's
+// encodeURIComponent escapes it (what Azure's IoT Hub service SDK does):
+// every byte but letters, digits and - _ . ! ~ * ' ( ) as %XX.
+func commandTo(template, device string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := range len(device) {
+		c := device[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_.!~*'()", c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return strings.ReplaceAll(template, "{id}", b.String())
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	amqp "github.com/Azure/go-amqp"
 
@@ -43,6 +44,8 @@ func TestValidate(t *testing.T) {
 		{"no workers", func(c *Config) { c.Workers = 0 }, "workers"},
 		{"no body", func(c *Config) { c.MaxBody = 0 }, "max body"},
 		{"no backoff", func(c *Config) { c.MaxBackoff = 0 }, "backoff"},
+		{"no stall time", func(c *Config) { c.StallAfter = 0 }, "stall time"},
+		{"stall time too short to watch", func(c *Config) { c.StallAfter = 3 * time.Nanosecond }, "stall time 3ns: must be at least 1ms"},
 		{"trusted gateways without a property", func(c *Config) { c.TrustedGateways = []string{"fgw"} }, "trust property"},
 		{"a trust property and a device annotation", func(c *Config) { c.TrustProperty, c.DeviceAnnotation = "device", "iothub-connection-device-id" }, "one of them"},
 	}
@@ -72,6 +75,26 @@ func TestCommandTarget(t *testing.T) {
 		addr, subject := commandTarget(tc.template, "d-1")
 		if addr != tc.addr || subject != tc.subject {
 			t.Errorf("commandTarget(%q) = %q, %q; want %q, %q", tc.template, addr, subject, tc.addr, tc.subject)
+		}
+	}
+}
+
+// TestCommandToEscapesTheDeviceID: the device id in a command's to
+// property is escaped as Azure's SDKs escape it (encodeURIComponent), so
+// that an IoT Hub id holding URL delimiters routes to that device; the
+// characters encodeURIComponent keeps stay as they are.
+func TestCommandToEscapesTheDeviceID(t *testing.T) {
+	const tmpl = "/devices/{id}/messages/devicebound"
+	for id, want := range map[string]string{
+		"press-7":         "/devices/press-7/messages/devicebound",
+		"a%b#c?d:e+f@g$h": "/devices/a%25b%23c%3Fd%3Ae%2Bf%40g%24h/messages/devicebound",
+		"line/4 ;=,&":     "/devices/line%2F4%20%3B%3D%2C%26/messages/devicebound",
+		"Az09-_.!~*'()":   "/devices/Az09-_.!~*'()/messages/devicebound",
+		"pumpe-müller":    "/devices/pumpe-m%C3%BCller/messages/devicebound",
+		"{id}":            "/devices/%7Bid%7D/messages/devicebound",
+	} {
+		if got := commandTo(tmpl, id); got != want {
+			t.Errorf("commandTo(%q) = %q, want %q", id, got, want)
 		}
 	}
 }

@@ -14,10 +14,11 @@ import (
 
 // stageError is a failed connection attempt and the step it failed at:
 // dial (network, TLS, SASL, open), session (the virtual host), declare or
-// attach (an address).
+// attach (an address), position (vigil's store, asked where to resume a
+// source).
 type stageError struct {
 	stage string
-	addr  string // declare and attach
+	addr  string // declare, attach and position
 	err   error
 }
 
@@ -62,7 +63,13 @@ func diagnose(err error, cfg Config, r role) (what, hint string) {
 	if errors.As(err, &se) {
 		stage = se.stage
 	}
+	hub := r == roleCommands && cfg.SAS != nil
 	switch {
+	case stage == "position":
+		return "could not read from vigil's store where to resume " + se.addr,
+			"the store failed, not the broker: see the error and vigil's data directory; the source is not read until its saved position is known, and the link is retried with backoff"
+	case errors.As(err, &unknown) && hub:
+		return "the hub's certificate is not trusted", "it is checked against this machine's root certificates (--amqp-ca is for the --amqp broker only): update the system's CA certificates, and check the host name in " + flag
 	case errors.As(err, &unknown):
 		return "the broker's certificate is not trusted", "pass the PEM certificate of the CA that signs it with --amqp-ca"
 	case errors.As(err, &hostname):
@@ -71,7 +78,7 @@ func diagnose(err error, cfg Config, r role) (what, hint string) {
 		return "the broker's certificate is not valid", fmt.Sprintf("%v: renew the broker's certificate, or check this machine's clock", expired.Reason)
 	case refusedClientCert(err):
 		return "the broker refused vigil's TLS client certificate", "give --amqp-cert and --amqp-key with a certificate the broker's CA signs"
-	case stage == "dial" && strings.Contains(err.Error(), "SASL") && r == roleCommands && cfg.SAS != nil:
+	case stage == "dial" && strings.Contains(err.Error(), "SASL") && hub:
 		return "the hub refused vigil's shared access signature", fmt.Sprintf("check %s: the connection string of a shared access policy with service connect permission (signed in as %s@sas.root…), and this machine's clock (a signature is valid for %s from when it is made)", flag, cfg.SAS.KeyName, cfg.SAS.TTL)
 	case stage == "dial" && strings.Contains(err.Error(), "SASL"):
 		return "the broker refused vigil's credentials", fmt.Sprintf("check the user (%s) and password in --amqp; on RabbitMQ: rabbitmqctl authenticate_user %s PASSWORD", user, user)

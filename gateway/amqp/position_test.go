@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
 
+	"github.com/vigil-iot/vigil/internal/logtest"
 	"github.com/vigil-iot/vigil/internal/proxytest"
 )
 
@@ -140,5 +143,40 @@ func TestLogSourceResumesAfterTheLastSettled(t *testing.T) {
 	}
 	if d := v.batcher.Stats().Duplicates; d != 2 {
 		t.Fatalf("%d duplicates recognised, want 2 (400 by its offset, 500 by its message-id)", d)
+	}
+}
+
+// failingPositions is a registry whose store cannot say where a source was
+// left: reading a saved position times out.
+type failingPositions struct{ fixedRegistry }
+
+func (failingPositions) SourcePosition(context.Context, string) (string, bool, error) {
+	return "", false, fmt.Errorf("store: source position: %w", context.DeadlineExceeded)
+}
+
+func (failingPositions) SaveSourcePosition(context.Context, string, string) error { return nil }
+
+// TestPositionErrorBlamesTheStore: when vigil's store cannot say where to
+// resume a source, the gateway keeps retrying and its log blames the
+// store, not the broker. (It said the broker did not answer in time, and
+// sent the operator to look at the broker.)
+func TestPositionErrorBlamesTheStore(t *testing.T) {
+	b := needBroker(t)
+	vhost, _ := b.Provision(t)
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost = b.URL, vhost
+	log := &logtest.Buffer{}
+	g := New(cfg, failingPositions{}, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "a warning about the connection attempt", func() bool { return strings.Contains(log.String(), "retrying") })
+	s := log.String()
+	if !strings.Contains(s, "could not read from vigil's store where to resume "+DefaultSource+", retrying") || !strings.Contains(s, "not the broker") || strings.Contains(s, "the broker did not answer") {
+		t.Fatalf("a store that failed was not blamed for it:\n%s", s)
+	}
+	if g.Connected() {
+		t.Fatal("connected without knowing where to resume")
 	}
 }

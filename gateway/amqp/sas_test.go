@@ -1,12 +1,18 @@
 package amqp
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +20,9 @@ import (
 
 	"github.com/vigil-iot/vigil/gateway"
 	"github.com/vigil-iot/vigil/internal/logtest"
+	"github.com/vigil-iot/vigil/internal/proxytest"
 	"github.com/vigil-iot/vigil/internal/rabbittest"
+	"github.com/vigil-iot/vigil/internal/tlstest"
 )
 
 // TestSASToken signs a token as Azure's scheme says; the signature was
@@ -71,33 +79,34 @@ func TestCommandsOnTheirOwnConnection(t *testing.T) {
 	b := needBroker(t)
 	const dev = "hub-cmd-dev"
 	vhost, keys := b.Provision(t, dev)
-	at := time.Now()
-	sas := SAS{Resource: "testhub.azure-devices.net", KeyName: "svc" + rabbittest.RandomHex(4),
-		Key: base64.StdEncoding.EncodeToString([]byte(rabbittest.RandomHex(16))), TTL: time.Hour, now: func() time.Time { return at }}
-	user, token, err := sas.credentials(at)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Run(t, "ctl", "add_user", user, token)
-	t.Cleanup(func() { b.Run(t, "ctl", "delete_user", user) })
-	b.Run(t, "ctl", "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+	sas := standInHub(t, b, vhost)
+	at := sas.clock()
 	bu, err := url.Parse(b.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	v := startVigil(t, b, vhost, []string{dev}, func(c *Config) {
 		c.UseIoTHub(sas)
-		// RabbitMQ in the hub's place: plain AMQP, and queues for the
-		// hub's /messages/devicebound and /messages/servicebound/feedback.
+		// RabbitMQ in the hub's place: plain AMQP, the test's virtual
+		// host, and queues for the hub's /messages/devicebound and
+		// /messages/servicebound/feedback.
 		c.CommandURL, c.CommandAddress, c.Feedback = "amqp://"+bu.Host, "/queue/c2d", "/amq/queue/c2d.feedback"
+		c.commandVHost = vhost
 	})
 	if s := v.gw.Stats(); s.Connects != 2 {
 		t.Fatalf("%d connections, want 2: telemetry, and commands with their feedback", s.Connects)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, id := range []string{"cmd-1", "cmd-2"} {
-		if err := v.gw.Send(ctx, gateway.Command{ID: id, Device: dev, Name: "reduce_load", Payload: json.RawMessage(`{"percent": 10}`), Expires: time.Now().Add(time.Minute)}); err != nil {
+	commands := []struct{ id, device, to string }{
+		{"cmd-1", dev, "/devices/" + dev + "/messages/devicebound"},
+		{"cmd-2", dev, "/devices/" + dev + "/messages/devicebound"},
+		// IoT Hub allows URL delimiters in device ids: the to property
+		// escapes them as Azure's SDKs do (encodeURIComponent).
+		{"cmd-odd", "line/4#a?b:c+d@e$f%g", "/devices/line%2F4%23a%3Fb%3Ac%2Bd%40e%24f%25g/messages/devicebound"},
+	}
+	for _, c := range commands {
+		if err := v.gw.Send(ctx, gateway.Command{ID: c.id, Device: c.device, Name: "reduce_load", Payload: json.RawMessage(`{"percent": 10}`), Expires: time.Now().Add(time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -105,15 +114,22 @@ func TestCommandsOnTheirOwnConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := rcv.Receive(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Properties == nil || m.Properties.To == nil || *m.Properties.To != "/devices/"+dev+"/messages/devicebound" || m.Properties.MessageID != "cmd-1" {
-		t.Fatalf("command properties %+v: want to /devices/%s/messages/devicebound and message-id cmd-1", m.Properties, dev)
-	}
-	if m.ApplicationProperties["iothub-ack"] != "full" {
-		t.Fatalf("application properties %v: want iothub-ack full", m.ApplicationProperties)
+	for _, c := range commands {
+		m, err := rcv.Receive(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id any
+		to := ""
+		if m.Properties != nil && m.Properties.To != nil {
+			id, to = m.Properties.MessageID, *m.Properties.To
+		}
+		if to != c.to || id != c.id {
+			t.Fatalf("command %v to %q: want %s to %s", id, to, c.id, c.to)
+		}
+		if m.ApplicationProperties["iothub-ack"] != "full" {
+			t.Fatalf("application properties %v: want iothub-ack full", m.ApplicationProperties)
+		}
 	}
 
 	// The hub's feedback: completed, rejected, expired (left to vigil's
@@ -153,6 +169,99 @@ func TestCommandsOnTheirOwnConnection(t *testing.T) {
 	// Telemetry still comes in on its own connection.
 	sendAs(t, b, vhost, dev, keys[dev], &amqp.Message{Properties: &amqp.MessageProperties{UserID: []byte(dev)}, Data: [][]byte{[]byte(`{"temperature": 71}`)}})
 	waitFor(t, 10*time.Second, "the telemetry", func() bool { return v.storedReadings(t)[dev] == 1 })
+}
+
+// TestIoTHubFeedbackRecordsOneByOne: each record of an IoT Hub feedback
+// message stands on its own. A record that names no command, or a device
+// vigil does not know, is skipped and counted, and the message's other
+// records still move their commands; a record the handler could not
+// record for now has the message delivered again, and then only the
+// records not yet recorded are handed on, none twice. (One bad record had
+// the whole message rejected, its good records with it; and a message
+// delivered again had its recorded records applied twice, which the
+// handler refuses, as actions.Controller refuses a second answer, each
+// counted as a bad acknowledgement.)
+func TestIoTHubFeedbackRecordsOneByOne(t *testing.T) {
+	b := needBroker(t)
+	const dev = "hub-fb-dev"
+	vhost, keys := b.Provision(t, dev)
+	defer func(p time.Duration) { feedbackRetryPause = p }(feedbackRetryPause)
+	feedbackRetryPause = 50 * time.Millisecond
+	var mu sync.Mutex
+	var calls []string
+	answered, failed := map[string]bool{}, false
+	handler := gateway.AckHandlerFunc(func(_ context.Context, a gateway.Ack) error {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case answered[a.CommandID]:
+			calls = append(calls, a.CommandID+" again")
+			return fmt.Errorf("ack %s from %s: command is already answered", a.CommandID, a.Device.Name)
+		case a.CommandID == "cmd-4" && !failed:
+			failed = true
+			calls = append(calls, a.CommandID+" not recorded")
+			return errors.Join(gateway.ErrAckNotRecorded, errors.New("disk full"))
+		}
+		answered[a.CommandID] = true
+		calls = append(calls, a.CommandID)
+		return nil
+	})
+	handled := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(calls) }
+	cfg := DefaultConfig()
+	cfg.URL, cfg.VHost, cfg.FeedbackFormat = b.URL, vhost, FeedbackIoTHub
+	g := New(cfg, fixedRegistry{dev: 1}, nil, handler, testLogger())
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, 20*time.Second, "the gateway to connect", g.Connected)
+	feedback := func(records string) {
+		sendTo(t, b, vhost, dev, keys[dev], DefaultFeedback, amqp.NewMessage([]byte(records)))
+	}
+
+	feedback(`[
+		{"originalMessageId": "cmd-1", "deviceId": "` + dev + `", "statusCode": "Success"},
+		{"deviceId": "` + dev + `", "statusCode": "Success"},
+		{"originalMessageId": "cmd-2", "deviceId": "` + dev + `", "statusCode": "Rejected"},
+		{"originalMessageId": "cmd-9", "deviceId": "not-registered", "statusCode": "Success"}]`)
+	waitFor(t, 10*time.Second, "the good records of a message with bad ones", func() bool { return len(handled()) == 2 })
+	feedback(`[
+		{"originalMessageId": "cmd-3", "deviceId": "` + dev + `", "statusCode": "Success"},
+		{"originalMessageId": "cmd-4", "deviceId": "` + dev + `", "statusCode": "Success"}]`)
+	waitFor(t, 10*time.Second, "the record not recorded, delivered again", func() bool { return len(handled()) >= 5 })
+	// Accepted: the queue is empty once the broker has the dispositions,
+	// and nothing comes again.
+	waitFor(t, 10*time.Second, "the feedback queue to empty", func() bool {
+		out := b.Run(t, "ctl", "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages", "messages_unacknowledged")
+		return strings.Contains(out, "vigil.feedback\t0\t0")
+	})
+	want := []string{"cmd-1", "cmd-2", "cmd-3", "cmd-4 not recorded", "cmd-4"}
+	if got := handled(); !slices.Equal(got, want) {
+		t.Fatalf("the handler was given %q, want %q", got, want)
+	}
+	// Bad: the record without a command, the unknown device, and cmd-4
+	// the first time.
+	if s := g.Stats(); s.Acks != 5 || s.BadAcks != 3 {
+		t.Fatalf("%d acknowledgements handed on, %d bad; want 5 and 3", s.Acks, s.BadAcks)
+	}
+}
+
+// standInHub returns the SAS of a RabbitMQ user named and keyed as IoT
+// Hub expects, with every permission on vhost, for RabbitMQ to stand in
+// for the hub; it signs its tokens at one instant (its clock).
+func standInHub(t *testing.T, b *testBroker, vhost string) SAS {
+	t.Helper()
+	at := time.Now()
+	sas := SAS{Resource: "testhub.azure-devices.net", KeyName: "svc" + rabbittest.RandomHex(4),
+		Key: base64.StdEncoding.EncodeToString([]byte(rabbittest.RandomHex(16))), TTL: time.Hour, now: func() time.Time { return at }}
+	user, token, err := sas.credentials(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Run(t, "ctl", "add_user", user, token)
+	t.Cleanup(func() { b.Run(t, "ctl", "delete_user", user) })
+	b.Run(t, "ctl", "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+	return sas
 }
 
 // TestEachConnectionReceivesItsOwn: without a command URL one connection
@@ -206,4 +315,52 @@ func TestRefusedSignatureSaysWhatToDo(t *testing.T) {
 	if g.Connected() {
 		t.Fatal("connected without the command connection")
 	}
+}
+
+// TestHubConnectionIsNotTheBrokers: the telemetry broker's virtual host
+// and TLS settings (--amqp-vhost, --amqp-ca, --amqp-cert) are not the
+// hub's. The command connection of UseIoTHub opens without a virtual host
+// (IoT Hub has none; RabbitMQ, in its place here, takes its default one)
+// and checks the hub's certificate against the system's roots alone, so a
+// hub whose certificate only the broker's CA signs is not trusted, and
+// the log says so. (Both were the broker's: the hub was sent vhost:NAME,
+// and with a private CA its public certificate was not trusted.)
+func TestHubConnectionIsNotTheBrokers(t *testing.T) {
+	b := needBroker(t)
+	vhost, _ := b.Provision(t)
+	bu, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := tlstest.SelfSigned(t, "private-ca")
+	start := func(t *testing.T, commandURL string, sas SAS) *logtest.Buffer {
+		cfg := DefaultConfig()
+		cfg.URL, cfg.VHost, cfg.TLS = b.URL, vhost, ca.ClientConfig()
+		cfg.UseIoTHub(sas)
+		cfg.CommandURL, cfg.CommandAddress, cfg.Feedback = commandURL, "/queue/c2d", "/amq/queue/c2d.feedback"
+		log := &logtest.Buffer{}
+		g := New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(log, nil)))
+		if err := g.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		return log
+	}
+	t.Run("no virtual host", func(t *testing.T) {
+		proxy := proxytest.Start(t, proxytest.Listen(t), bu.Host)
+		start(t, "amqp://"+proxy.Addr, standInHub(t, b, vhost))
+		// The open frame names the container and the host together.
+		waitFor(t, 20*time.Second, "the command connection's open", func() bool { return bytes.Contains(proxy.ClientSent(), []byte("vigil-gateway")) })
+		if bytes.Contains(proxy.ClientSent(), []byte("vhost:")) {
+			t.Fatalf("the command connection asked the hub for a virtual host (vhost:%s, the telemetry broker's)", vhost)
+		}
+	})
+	t.Run("no private CA", func(t *testing.T) {
+		proxy := proxytest.Start(t, tls.NewListener(proxytest.Listen(t), ca.ServerConfig(t)), bu.Host)
+		log := start(t, "amqps://"+proxy.Addr, SAS{Resource: "testhub.azure-devices.net", KeyName: "service", Key: base64.StdEncoding.EncodeToString([]byte("k")), TTL: time.Hour})
+		waitFor(t, 20*time.Second, "the command connection to fail", func() bool { return strings.Contains(log.String(), "role=commands") })
+		if s := log.String(); !strings.Contains(s, "the hub's certificate is not trusted, retrying") || !strings.Contains(s, "system's CA certificates") || proxy.Handshakes.Load() != 0 {
+			t.Fatalf("%d TLS handshakes with a hub only the broker's CA vouches for; log:\n%s", proxy.Handshakes.Load(), s)
+		}
+	})
 }
