@@ -235,13 +235,13 @@ func (g *Gateway) run(ctx context.Context, r role) {
 				return
 			}
 			what, hint := diagnose(err, g.cfg, r)
-			g.log.Warn(what+", retrying", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "in", backoff, "err", err, "hint", hint)
+			g.log.Warn(what+", retrying", "addr", g.addr(r), "role", r, "vhost", g.vhost(r), "in", backoff, "err", err, "hint", hint)
 		} else {
 			g.connects.Add(1)
 			if r == roleCommands {
 				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "commands", g.cfg.CommandAddress, "feedback", g.cfg.Feedback)
 			} else {
-				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "vhost", g.cfg.VHost, "sources", g.cfg.Sources, "feedback", g.feedback(r))
+				g.log.Info("connected to broker", "addr", g.addr(r), "role", r, "vhost", g.vhost(r), "sources", g.cfg.Sources, "feedback", g.feedback(r))
 			}
 			g.setLink(r, l)
 			up := time.Now()
@@ -361,14 +361,24 @@ func (g *Gateway) connect(ctx context.Context, r role) (*link, error) {
 // certificate, checked against the system's roots.
 func (g *Gateway) dialOptions(r role) (amqp.ConnOptions, *tls.Config) {
 	opts := amqp.ConnOptions{ContainerID: "vigil-gateway"}
-	vhost, tlsCfg := g.cfg.VHost, g.cfg.TLS
+	tlsCfg := g.cfg.TLS
 	if r == roleCommands && g.cfg.SAS != nil {
-		vhost, tlsCfg = g.cfg.commandVHost, nil
+		tlsCfg = nil
 	}
-	if vhost != "" {
+	if vhost := g.vhost(r); vhost != "" {
 		opts.HostName = "vhost:" + vhost
 	}
 	return opts, tlsCfg
+}
+
+// vhost returns the virtual host the connection of role r asks for: the
+// broker's, but none on a command connection signed in with a shared
+// access signature (an IoT Hub, not the telemetry broker).
+func (g *Gateway) vhost(r role) string {
+	if r == roleCommands && g.cfg.SAS != nil {
+		return g.cfg.commandVHost
+	}
+	return g.cfg.VHost
 }
 
 // commandURL is the command connection's URL, with a fresh shared access
