@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -37,7 +38,13 @@ func startWithDevice(t *testing.T, name, key string) (*Server, *paho.Client) {
 // startServer starts a server with cfg and closes it when the test ends.
 func startServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
-	srv, err := Start(context.Background(), cfg, quietLog())
+	return startServerLog(t, cfg, quietLog())
+}
+
+// startServerLog is startServer with the server logging to log.
+func startServerLog(t *testing.T, cfg Config, log *slog.Logger) *Server {
+	t.Helper()
+	srv, err := Start(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,10 +117,7 @@ func TestCloseWithAnEndedContext(t *testing.T) {
 // does not wait for the poll's wait to run out (a minute here).
 func TestCloseAnswersLongPolls(t *testing.T) {
 	ctx := context.Background()
-	srv, err := Start(ctx, testConfig(t), quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := startServer(t, testConfig(t))
 	if _, err := srv.Store().AddDevice(ctx, "poller-1", "poller-key-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -158,10 +155,7 @@ func TestCloseCutsStuckAPIRequests(t *testing.T) {
 	defer func(g time.Duration) { apiGrace = g }(apiGrace)
 	apiGrace = 200 * time.Millisecond
 	ctx := context.Background()
-	srv, err := Start(ctx, testConfig(t), quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := startServer(t, testConfig(t))
 	req, err := http.NewRequest("GET", "http://"+srv.HTTPAddr()+"/api/v1/query?sql="+url.QueryEscape("SELECT * FROM range(100000000)"), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -27,25 +27,8 @@ func TestTLS(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MQTT.TLS, cfg.HTTPTLS = cert.ServerConfig(t), cert.ServerConfig(t)
 	var logs logtest.Buffer
-	srv, err := Start(ctx, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(context.Background()) })
-	if _, err := srv.Store().AddDevice(ctx, "tls-1", "tls-key-0001"); err != nil {
-		t.Fatal(err)
-	}
-
-	dialer := &tls.Dialer{Config: cert.ClientConfig()}
-	conn, err := dialer.DialContext(ctx, "tcp", srv.MQTTAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := sim.ConnectConn(ctx, conn, "tls-1", "tls-key-0001", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Disconnect(&paho.Disconnect{})
+	srv := startServerLog(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	dev := tlsDevice(t, srv, cert, "tls-1", "tls-key-0001")
 	for _, body := range []string{`{"temperature": 70.1}`, `{"temperature": 70.2}`, `{"temperature": 70.3}`} {
 		if _, err := dev.Publish(ctx, &paho.Publish{QoS: 1, Topic: sim.EventsTopic("tls-1"), Payload: []byte(body)}); err != nil {
 			t.Fatal(err)
@@ -117,19 +100,7 @@ func TestTLSConcurrentPublishes(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MQTT.TLS = cert.ServerConfig(t)
 	srv := startServer(t, cfg)
-	if _, err := srv.Store().AddDevice(ctx, "tls-many", "tls-key-0002"); err != nil {
-		t.Fatal(err)
-	}
-	dialer := &tls.Dialer{Config: cert.ClientConfig()}
-	conn, err := dialer.DialContext(ctx, "tcp", srv.MQTTAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := sim.ConnectConn(ctx, conn, "tls-many", "tls-key-0002", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Disconnect(&paho.Disconnect{})
+	dev := tlsDevice(t, srv, cert, "tls-many", "tls-key-0002")
 	const writers, each = 8, 50
 	errs := make(chan error, writers)
 	for w := range writers {
@@ -156,4 +127,26 @@ func TestTLSConcurrentPublishes(t *testing.T) {
 	if err := srv.Store().DB().QueryRow(`SELECT count(*) FROM dead_letters`).Scan(&dead); err != nil || dead != 0 {
 		t.Fatalf("%d dead letters (%v)", dead, err)
 	}
+}
+
+// tlsDevice registers device name with key on srv and connects it as a
+// simulated device over TLS, trusting cert; it disconnects when the test
+// ends.
+func tlsDevice(t *testing.T, srv *Server, cert tlstest.Cert, name, key string) *paho.Client {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := srv.Store().AddDevice(ctx, name, key); err != nil {
+		t.Fatal(err)
+	}
+	dialer := &tls.Dialer{Config: cert.ClientConfig()}
+	conn, err := dialer.DialContext(ctx, "tcp", srv.MQTTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sim.ConnectConn(ctx, conn, name, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Disconnect(&paho.Disconnect{}) })
+	return dev
 }

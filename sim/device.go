@@ -111,6 +111,13 @@ func (d *core) newMachine(start time.Time) *machine {
 	return &machine{rng: rand.New(rand.NewPCG(d.cfg.Seed, 0x5eed)), start: start}
 }
 
+// messageID returns the id of the device's seq-th message: the run (its
+// start) and seq, so that a device started again sends new ids, which
+// vigil does not take for ones it has stored.
+func (m *machine) messageID(seq int) string {
+	return strconv.FormatInt(m.start.UnixNano(), 36) + "-" + strconv.Itoa(seq)
+}
+
 // sample moves the device through its states and returns its reading at
 // now as a telemetry object.
 func (d *core) sample(m *machine, now time.Time) string {
@@ -281,7 +288,6 @@ func (d *Device) Run(ctx context.Context) error {
 	}
 
 	m := d.newMachine(time.Now())
-	run := strconv.FormatInt(m.start.UnixNano(), 36) // message ids are unique across runs
 	seq := 0
 	tick := time.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
@@ -300,7 +306,7 @@ func (d *Device) Run(ctx context.Context) error {
 		case now := <-tick.C:
 			body := d.sample(m, now)
 			seq++
-			_, err := publish(client, &paho.Publish{QoS: 1, Topic: TelemetryTopic(d.cfg.Name, run+"-"+strconv.Itoa(seq)), Payload: []byte(body)})
+			_, err := publish(client, &paho.Publish{QoS: 1, Topic: TelemetryTopic(d.cfg.Name, m.messageID(seq)), Payload: []byte(body)})
 			d.mu.Lock()
 			if err == nil {
 				d.stats.Messages++

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -37,7 +36,6 @@ func NewHTTPDevice(cfg DeviceConfig, base string, client *http.Client) *HTTPDevi
 // returns an error only when vigil refuses the device's credentials.
 func (d *HTTPDevice) Run(ctx context.Context) error {
 	m := d.newMachine(time.Now())
-	run := strconv.FormatInt(m.start.UnixNano(), 36) // message ids are unique across runs
 	tick := time.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
 	seq := 0
@@ -47,7 +45,7 @@ func (d *HTTPDevice) Run(ctx context.Context) error {
 			return nil
 		case now := <-tick.C:
 			seq++
-			if err := d.post(ctx, d.sample(m, now), run+"-"+strconv.Itoa(seq)); err != nil {
+			if err := d.post(ctx, d.sample(m, now), m.messageID(seq)); err != nil {
 				if errors.Is(err, errRefused) {
 					return err
 				}

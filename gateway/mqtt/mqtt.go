@@ -284,15 +284,9 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	}
 	h.g.denied.Add(1)
 	h.g.log.Warn("connection refused: a will outside the device's own events topic", "client_id", cl.ID, "will_topic", c.WillTopic)
-	code := packets.Err3NotAuthorized // 3.1.1's return code 5
-	if cl.Properties.ProtocolVersion == 5 {
-		code = packets.Code{Code: packets.ErrNotAuthorized.Code,
-			Reason: "a will must be telemetry on the device's own topic " + eventsPrefix(cl.ID) + "/"}
-	}
-	if err := h.g.server.SendConnack(cl, code, false, nil); err != nil {
-		return err
-	}
-	return code
+	// 3.1.1's return code 5, not authorized.
+	return h.refuse(cl, packets.Err3NotAuthorized, packets.ErrNotAuthorized.Code,
+		"a will must be telemetry on the device's own topic "+eventsPrefix(cl.ID)+"/")
 }
 
 // throttled refuses a connection, its key unchecked, from a device and host
@@ -302,15 +296,22 @@ func (h *hook) throttled(cl *mochi.Client, wait time.Duration) error {
 	h.g.throttled.Add(1)
 	secs := int(math.Ceil(wait.Seconds()))
 	h.g.log.Warn("connection refused: too many wrong keys from this host", "client_id", cl.ID, "remote", cl.Net.Remote, "retry_after_s", secs)
-	code := packets.Err3ServerUnavailable
+	return h.refuse(cl, packets.Err3ServerUnavailable, packets.ErrConnectionRateExceeded.Code,
+		fmt.Sprintf("too many wrong keys for %s from this host: try again in %d s", cl.ID, secs))
+}
+
+// refuse answers a CONNECT from OnConnect, where mochi sends no CONNACK of
+// its own: v3 on MQTT 3.1.1, code with reason on MQTT 5. It returns the
+// code sent, for mochi to end the connection with.
+func (h *hook) refuse(cl *mochi.Client, v3 packets.Code, code byte, reason string) error {
+	sent := v3
 	if cl.Properties.ProtocolVersion == 5 {
-		code = packets.Code{Code: packets.ErrConnectionRateExceeded.Code,
-			Reason: fmt.Sprintf("too many wrong keys for %s from this host: try again in %d s", cl.ID, secs)}
+		sent = packets.Code{Code: code, Reason: reason}
 	}
-	if err := h.g.server.SendConnack(cl, code, false, nil); err != nil {
+	if err := h.g.server.SendConnack(cl, sent, false, nil); err != nil {
 		return err
 	}
-	return code
+	return sent
 }
 
 // OnWillSent hands the will of a device that went away without saying
